@@ -20,8 +20,14 @@ using ObjectType = v1::Signed::Type;
 // Upper bound on any serialized Signed object we accept (ERROR_TOO_LARGE above it).
 constexpr std::size_t kMaxSignedObjectSize = 16 * 1024;
 
-// "tollgate.v1.<TypeName>\0", e.g. "tollgate.v1.DeviceToken\0" (NUL included).
+// "tollgate.v1.<BodyMessage>\0": the full protobuf name of the type's body
+// message, NUL included, e.g. "tollgate.v1.DeviceToken\0". The body of
+// TYPE_STATUS_RESPONSE is a StatusReport, so its label is
+// "tollgate.v1.StatusReport\0". Empty for TYPE_UNSPECIFIED and unknown values,
+// which sign_object and verify_signed refuse.
 std::string_view domain_label(ObjectType type);
+// domain_label(type) followed by the body bytes: exactly what the key signs
+// (Ed25519 signs it as is; ECDSA and RSA-PSS sign its SHA-256).
 Bytes signing_input(ObjectType type, ByteView body);
 
 // Which algorithms and key sizes a verifier accepts (the device's allow-list).
@@ -30,24 +36,37 @@ struct AlgorithmPolicy {
                                       v1::Signed::ALGORITHM_ECDSA_P256_SHA256,
                                       v1::Signed::ALGORITHM_RSA_PSS_SHA256};
   int min_rsa_bits = 2048;
-  Status check(const crypto::PublicKey& key) const;  // ALGORITHM_NOT_ALLOWED / KEY_TOO_WEAK
+  // ALGORITHM_NOT_ALLOWED when the key's algorithm is not in `allowed` (a
+  // default-constructed key never is); KEY_TOO_WEAK for RSA below min_rsa_bits.
+  Status check(const crypto::PublicKey& key) const;
 };
 
-// Signs `body` as an object of `type` with `key`.
+// Signs `body` as an object of `type` with `key`: fills every field of the
+// envelope. ERROR_MALFORMED for a type without a label, ERROR_TOO_LARGE when
+// the envelope would exceed kMaxSignedObjectSize, ERROR_INTERNAL if the key
+// cannot sign.
 Result<v1::Signed> sign_object(ObjectType type, ByteView body, const crypto::PrivateKey& key);
 
-// Parses untrusted bytes into a Signed envelope (size cap, required fields,
-// key id length). Does not verify and does not touch the body.
+// Parses untrusted bytes into a Signed envelope. Does not verify and does not
+// touch the body. ERROR_TOO_LARGE above kMaxSignedObjectSize (checked before
+// parsing); ERROR_MALFORMED when the bytes do not parse, carry fields this
+// version does not know, or when signer_key_id is not 16 bytes, algorithm or
+// type is UNSPECIFIED or not a known value, or the signature is empty or longer
+// than crypto::kMaxSignatureSize.
 Result<v1::Signed> parse_signed(ByteView bytes);
 
-// Verifies `signed_obj` as an object of `expected` under `key`:
-//   type mismatch                          -> ERROR_WRONG_TYPE
-//   signer_key_id != key.id()              -> ERROR_UNKNOWN_SIGNER
-//   key's algorithm not allowed / too weak -> ERROR_ALGORITHM_NOT_ALLOWED / ERROR_KEY_TOO_WEAK
-//   algorithm field != key's algorithm     -> ERROR_ALGORITHM_MISMATCH
-//   signature does not verify              -> ERROR_BAD_SIGNATURE
-Status verify_signed(const v1::Signed& signed_obj, ObjectType expected, const crypto::PublicKey& key,
-                     const AlgorithmPolicy& policy);
+// Verifies `signed_obj` as an object of `expected` under `key`. Checks run in
+// this order and the first failure is returned:
+//   type mismatch (or `expected` unlabeled) -> ERROR_WRONG_TYPE
+//   signer_key_id != key.id()               -> ERROR_UNKNOWN_SIGNER
+//   key's algorithm not allowed / too weak  -> ERROR_ALGORITHM_NOT_ALLOWED / ERROR_KEY_TOO_WEAK
+//   algorithm field != key's algorithm      -> ERROR_ALGORITHM_MISMATCH
+//   signature does not verify               -> ERROR_BAD_SIGNATURE
+// The signature is checked over signing_input(expected, body) with the body
+// exactly as received. A caller holding several trusted keys looks the signer
+// up by signer_key_id and reports ERROR_UNKNOWN_SIGNER itself when none matches.
+Status verify_signed(const v1::Signed& signed_obj, ObjectType expected,
+                     const crypto::PublicKey& key, const AlgorithmPolicy& policy);
 
 // Verify, then parse the body as Message (ERROR_MALFORMED if it does not parse).
 template <class Message>

@@ -1,0 +1,480 @@
+// SocketCAN for real: raw frames, our ISO-TP on raw sockets, the kernel's
+// CAN_ISOTP, and the two talking to each other, on vcan interfaces named by
+// TOLLGATE_VCAN (classic, default vcan0) and TOLLGATE_VCANFD (FD, default vcan1).
+//
+// Kernels without AF_CAN (this project's build machines) skip the vcan cases
+// with a SKIP line; tools/vm runs them in a VM with Debian's kernel. The frame
+// conversion cases need no CAN and always run.
+#include <doctest/doctest.h>
+#include <linux/can/error.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <optional>
+#include <random>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "transport/framing/crc32c.hpp"
+#include "transport/links/can_interface.hpp"
+#include "transport/links/endpoint.hpp"
+#include "transport/links/socketcan_port.hpp"
+
+using namespace tollgate::transport;
+using namespace std::chrono_literals;
+namespace asio = boost::asio;
+using Bytes = std::vector<std::uint8_t>;
+
+namespace {
+
+std::string env_or(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? v : fallback;
+}
+std::string vcan() {
+  return env_or("TOLLGATE_VCAN", "vcan0");
+}
+std::string vcanfd() {
+  return env_or("TOLLGATE_VCANFD", "vcan1");
+}
+
+// Why the vcan cases cannot run here, or nullopt when they can.
+std::optional<std::string> skip_reason(const std::string& iface, bool need_fd) {
+  if (auto why = af_can_unavailable_reason(); !why.empty()) return why;
+  auto info = lookup_can_interface(iface);
+  if (info.index() != 0) {
+    return std::get<1>(info).message + " (create it: ip link add dev " + iface + " type vcan" +
+           (need_fd ? " && ip link set " + iface + " mtu 72" : "") + " && ip link set " + iface +
+           " up; or set TOLLGATE_VCAN / TOLLGATE_VCANFD)";
+  }
+  if (need_fd && !std::get<0>(info).fd_capable) {
+    return iface + " is not a CAN FD interface (ip link set " + iface + " mtu 72)";
+  }
+  if (!std::get<0>(info).up) return iface + " is down (ip link set " + iface + " up)";
+  return std::nullopt;
+}
+
+void say_skip(const std::string& why) {
+  static bool said = false;
+  if (!said) std::printf("SKIP: SocketCAN cases: %s\n", why.c_str());
+  said = true;
+}
+
+// Skips the calling test case (the reason is printed once per process).
+#define REQUIRE_VCAN(iface, fd)                   \
+  do {                                            \
+    if (auto why_ = skip_reason((iface), (fd))) { \
+      say_skip(*why_);                            \
+      return;                                     \
+    }                                             \
+  } while (0)
+
+// Runs `aw` to completion on `io`; the other work on `io` (readers) keeps going.
+template <class T>
+T run(asio::io_context& io, asio::awaitable<T> aw) {
+  std::optional<T> out;
+  std::exception_ptr err;
+  asio::co_spawn(io, std::move(aw), [&](std::exception_ptr e, T v) {
+    err = e;
+    if (!e) out.emplace(std::move(v));
+  });
+  while (!out && !err) {
+    if (io.run_one() == 0) FAIL("io_context ran out of work before the operation completed");
+  }
+  if (err) std::rethrow_exception(err);
+  return std::move(*out);
+}
+
+// Runs two operations concurrently (a send on one link, a receive on another).
+template <class A, class B>
+std::pair<A, B> run_both(asio::io_context& io, asio::awaitable<A> a, asio::awaitable<B> b) {
+  std::optional<A> ra;
+  std::optional<B> rb;
+  std::exception_ptr err;
+  asio::co_spawn(io, std::move(a), [&](std::exception_ptr e, A v) {
+    if (e)
+      err = e;
+    else
+      ra.emplace(std::move(v));
+  });
+  asio::co_spawn(io, std::move(b), [&](std::exception_ptr e, B v) {
+    if (e)
+      err = e;
+    else
+      rb.emplace(std::move(v));
+  });
+  while ((!ra || !rb) && !err) {
+    if (io.run_one() == 0) FAIL("io_context ran out of work before the operations completed");
+  }
+  if (err) std::rethrow_exception(err);
+  return {std::move(*ra), std::move(*rb)};
+}
+
+Bytes pattern(std::size_t n, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  Bytes b(n);
+  for (auto& x : b) x = static_cast<std::uint8_t>(rng());
+  return b;
+}
+
+std::unique_ptr<MessageLink> must_open(asio::io_context& io, const std::string& ep) {
+  auto r = open_link(io.get_executor(), ep);
+  if (r.index() != 0) FAIL("cannot open " << ep << ": " << std::get<1>(r).message);
+  return std::move(std::get<0>(r));
+}
+
+SocketCanOptions raw_opts(const std::string& iface, bool fd = false,
+                          std::vector<CanIdFilter> filters = {}) {
+  SocketCanOptions o;
+  o.interface = iface;
+  o.fd = fd;
+  o.filters = std::move(filters);
+  return o;
+}
+
+std::unique_ptr<SocketCanPort> must_open_port(asio::io_context& io, SocketCanOptions o) {
+  auto r = SocketCanPort::open(io.get_executor(), std::move(o));
+  if (r.index() != 0) FAIL("cannot open raw port: " << std::get<1>(r).message);
+  return std::move(std::get<0>(r));
+}
+
+std::string err_name(LinkError e) {
+  return std::string(link_error_name(e));
+}
+
+// Sends each size from `a` to `b` and checks the exact bytes arrive.
+void exchange(asio::io_context& io, MessageLink& a, MessageLink& b,
+              const std::vector<std::size_t>& sizes, std::uint32_t seed) {
+  for (std::size_t n : sizes) {
+    CAPTURE(n);
+    CAPTURE(a.describe());
+    const Bytes msg = pattern(n, seed + static_cast<std::uint32_t>(n));
+    auto [sent, got] = run_both(io, a.send(msg, 5s), b.receive(5s));
+    REQUIRE_MESSAGE(sent.index() == 0, "send failed: " << err_name(std::get<1>(sent)));
+    REQUIRE_MESSAGE(got.index() == 0, "receive failed: " << err_name(std::get<1>(got)));
+    CHECK(std::get<0>(got) == msg);
+  }
+}
+
+CanFrame frame_of(std::uint32_t id, const Bytes& data, bool fd = false) {
+  CanFrame f;
+  f.id = id;
+  f.fd = fd;
+  f.len = static_cast<std::uint8_t>(data.size());
+  std::copy(data.begin(), data.end(), f.data.begin());
+  return f;
+}
+
+// A single ISO-TP frame carrying `body` plus a CRC-32C trailer that is wrong
+// when `corrupt_crc`.
+CanFrame single_frame(std::uint32_t id, const Bytes& body, bool corrupt_crc) {
+  Bytes payload = body;
+  std::uint32_t crc = crc32c(body) ^ (corrupt_crc ? 1u : 0u);
+  for (int i = 0; i < 4; ++i) payload.push_back(static_cast<std::uint8_t>(crc >> (8 * i)));
+  Bytes data{static_cast<std::uint8_t>(payload.size())};
+  data.insert(data.end(), payload.begin(), payload.end());
+  data.resize(8, 0xCC);
+  return frame_of(id, data);
+}
+
+const std::vector<std::size_t> kOurSizes = {0,   1,    3,    4,    7,    8,    62,
+                                            100, 1000, 4091, 4092, 9000, 20000};
+// The kernel's ISO-TP caps a message at 8200 bytes (newer kernels: max_pdu_size).
+const std::vector<std::size_t> kKernelSizes = {0, 1, 3, 4, 7, 100, 1000, 4091, 4092, 8000};
+
+}  // namespace
+
+// --- no CAN needed ---------------------------------------------------------------------------
+
+TEST_CASE("kernel frame conversion keeps id, format, length and data") {
+  CanFrame classic = frame_of(0x6A0, {1, 2, 3});
+  auto k = socketcan::to_kernel_frame(classic);
+  CHECK(k.size == CAN_MTU);
+  CHECK(k.data.can_id == 0x6A0);
+  CHECK(k.data.len == 3);
+  auto back = socketcan::from_kernel_frame(k.data, k.size);
+  REQUIRE(back);
+  CHECK(socketcan::same_frame(*back, classic));
+  CHECK_FALSE(back->fd);
+
+  CanFrame fd = frame_of(0x18DA10F1, pattern(48, 1), true);
+  fd.extended = true;
+  fd.brs = true;
+  auto kf = socketcan::to_kernel_frame(fd);
+  CHECK(kf.size == CANFD_MTU);
+  CHECK(kf.data.can_id == (0x18DA10F1 | CAN_EFF_FLAG));
+  CHECK((kf.data.flags & CANFD_BRS) != 0);
+  auto fb = socketcan::from_kernel_frame(kf.data, kf.size);
+  REQUIRE(fb);
+  CHECK(fb->extended);
+  CHECK(fb->fd);
+  CHECK(fb->brs);
+  CHECK(fb->id == 0x18DA10F1);
+  CHECK(socketcan::same_frame(*fb, fd));
+}
+
+TEST_CASE("remote frames, error frames and odd read sizes are not data frames") {
+  canfd_frame raw{};
+  raw.can_id = 0x123 | CAN_RTR_FLAG;
+  CHECK_FALSE(socketcan::from_kernel_frame(raw, CAN_MTU));
+  raw.can_id = CAN_ERR_FLAG | CAN_ERR_BUSOFF;
+  CHECK_FALSE(socketcan::from_kernel_frame(raw, CAN_MTU));
+  raw.can_id = 0x123;
+  CHECK_FALSE(socketcan::from_kernel_frame(raw, 10));
+  raw.len = 9;
+  CHECK_FALSE(socketcan::from_kernel_frame(raw, CAN_MTU));
+  raw.len = 13;
+  CHECK_FALSE(socketcan::from_kernel_frame(raw, CANFD_MTU));
+}
+
+TEST_CASE("only frames that fit the socket may be sent") {
+  CHECK(socketcan::frame_fits(frame_of(0x7FF, Bytes(8)), false));
+  CanFrame too_big_id = frame_of(0x800, {});
+  CHECK_FALSE(socketcan::frame_fits(too_big_id, true));
+  too_big_id.extended = true;
+  CHECK(socketcan::frame_fits(too_big_id, false));
+  CanFrame fd = frame_of(0x100, Bytes(64), true);
+  CHECK(socketcan::frame_fits(fd, true));
+  CHECK_FALSE(socketcan::frame_fits(fd, false));
+  fd.len = 13;
+  CHECK_FALSE(socketcan::frame_fits(fd, true));
+  CanFrame classic_brs = frame_of(0x100, Bytes(8));
+  classic_brs.brs = true;
+  CHECK_FALSE(socketcan::frame_fits(classic_brs, true));
+}
+
+TEST_CASE("receive filters match data frames of one id format only") {
+  auto std_filter = socketcan::to_kernel_filter({0x6A8, 0x7FF, false});
+  CHECK(std_filter.can_id == 0x6A8);
+  CHECK(std_filter.can_mask == (0x7FFu | CAN_EFF_FLAG | CAN_RTR_FLAG));
+  auto ext_filter = socketcan::to_kernel_filter({0x18DAF110, 0x1FFFFFFF, true});
+  CHECK(ext_filter.can_id == (0x18DAF110u | CAN_EFF_FLAG));
+  CHECK(ext_filter.can_mask == (0x1FFFFFFFu | CAN_EFF_FLAG | CAN_RTR_FLAG));
+}
+
+// --- raw frames on vcan ------------------------------------------------------------------------
+
+TEST_CASE("a raw frame reaches the other socket and is confirmed to its sender only") {
+  REQUIRE_VCAN(vcan(), false);
+  asio::io_context io;
+  auto a = must_open_port(io, raw_opts(vcan()));
+  auto b = must_open_port(io, raw_opts(vcan()));
+  const CanFrame f = frame_of(0x321, {0xDE, 0xAD, 0xBE, 0xEF});
+  auto [sent, got] = run_both(io, a->send_frame(f), b->receive_frame());
+  REQUIRE(sent.index() == 0);
+  REQUIRE(got.index() == 0);
+  CHECK(socketcan::same_frame(std::get<0>(got), f));
+  // The sender's confirmation came back as its own frame and was not queued.
+  CHECK(a->counters().frames_received == 0);
+  CHECK(a->counters().tx_unconfirmed == 0);
+  // And b's answer reaches a.
+  const CanFrame g = frame_of(0x322, {1});
+  auto [sent2, got2] = run_both(io, b->send_frame(g), a->receive_frame());
+  REQUIRE(sent2.index() == 0);
+  REQUIRE(got2.index() == 0);
+  CHECK(socketcan::same_frame(std::get<0>(got2), g));
+}
+
+TEST_CASE("CAN FD frames with bit rate switch cross vcan intact") {
+  REQUIRE_VCAN(vcanfd(), true);
+  asio::io_context io;
+  auto a = must_open_port(io, raw_opts(vcanfd(), true));
+  auto b = must_open_port(io, raw_opts(vcanfd(), true));
+  CHECK(a->fd_capable());
+  for (std::uint8_t len : {0, 8, 12, 20, 48, 64}) {
+    CAPTURE(int{len});
+    CanFrame f = frame_of(0x1ABCDE, pattern(len, len), true);
+    f.extended = true;
+    f.brs = (len % 2) == 0;
+    auto [sent, got] = run_both(io, a->send_frame(f), b->receive_frame());
+    REQUIRE(sent.index() == 0);
+    REQUIRE(got.index() == 0);
+    const CanFrame& r = std::get<0>(got);
+    CHECK(socketcan::same_frame(r, f));
+    CHECK(r.brs == f.brs);
+    CHECK(r.extended);
+  }
+}
+
+TEST_CASE("a raw port refuses frames its socket cannot carry") {
+  REQUIRE_VCAN(vcan(), false);
+  asio::io_context io;
+  auto a = must_open_port(io, raw_opts(vcan()));
+  CHECK_FALSE(a->fd_capable());
+  auto r = run(io, a->send_frame(frame_of(0x100, Bytes(12), true)));
+  REQUIRE(r.index() == 1);
+  CHECK(std::get<1>(r) == LinkError::kInvalidArgument);
+}
+
+TEST_CASE("receive filters keep other ids away from a raw port") {
+  REQUIRE_VCAN(vcan(), false);
+  asio::io_context io;
+  auto a = must_open_port(io, raw_opts(vcan()));
+  auto b = must_open_port(io, raw_opts(vcan(), false, {{0x200, 0x7FF, false}}));
+  (void)run(io, a->send_frame(frame_of(0x100, {1})));
+  (void)run(io, a->send_frame(frame_of(0x200, {2})));
+  auto got = run(io, b->receive_frame());
+  REQUIRE(got.index() == 0);
+  CHECK(std::get<0>(got).id == 0x200);
+}
+
+TEST_CASE("fd=1 on a classic interface fails naming the fix") {
+  REQUIRE_VCAN(vcan(), false);
+  asio::io_context io;
+  auto r = open_link(io.get_executor(), "can:" + vcan() + "?tx=0x6A0&rx=0x6A8&fd=1");
+  REQUIRE(r.index() == 1);
+  CHECK(std::get<1>(r).message.find("mtu 72") != std::string::npos);
+  auto k = open_link(io.get_executor(), "isotp:" + vcan() + "?tx=0x6A0&rx=0x6A8&fd=1");
+  REQUIRE(k.index() == 1);
+  CHECK(std::get<1>(k).message.find("mtu 72") != std::string::npos);
+}
+
+// --- our ISO-TP on raw vcan -----------------------------------------------------------------
+
+TEST_CASE("our ISO-TP carries messages both ways on raw classic CAN") {
+  REQUIRE_VCAN(vcan(), false);
+  asio::io_context io;
+  auto a = must_open(io, "can:" + vcan() + "?tx=0x6A0&rx=0x6A8");
+  auto b = must_open(io, "can:" + vcan() + "?tx=0x6A8&rx=0x6A0");
+  exchange(io, *a, *b, kOurSizes, 1);
+  exchange(io, *b, *a, kOurSizes, 2);
+}
+
+TEST_CASE("our ISO-TP carries messages both ways on raw CAN FD") {
+  REQUIRE_VCAN(vcanfd(), true);
+  asio::io_context io;
+  auto a = must_open(io, "can:" + vcanfd() + "?tx=0x6A0&rx=0x6A8&fd=1");
+  auto b = must_open(io, "can:" + vcanfd() + "?tx=0x6A8&rx=0x6A0&fd=1");
+  exchange(io, *a, *b, kOurSizes, 3);
+  exchange(io, *b, *a, kOurSizes, 4);
+}
+
+TEST_CASE("our ISO-TP with block size, STmin and no padding still delivers exact payloads") {
+  REQUIRE_VCAN(vcan(), false);
+  asio::io_context io;
+  auto a = must_open(io, "can:" + vcan() + "?tx=0x6A0&rx=0x6A8&pad=0&bs=1");
+  auto b = must_open(io, "can:" + vcan() + "?tx=0x6A8&rx=0x6A0&pad=0&bs=8&stmin=0xF1");
+  exchange(io, *a, *b, {0, 5, 300}, 5);
+  exchange(io, *b, *a, {0, 5, 300}, 6);
+}
+
+// --- the kernel's ISO-TP --------------------------------------------------------------------
+
+TEST_CASE("the kernel's ISO-TP carries messages both ways on classic CAN") {
+  REQUIRE_VCAN(vcan(), false);
+  asio::io_context io;
+  auto a = must_open(io, "isotp:" + vcan() + "?tx=0x6B0&rx=0x6B8");
+  auto b = must_open(io, "isotp:" + vcan() + "?tx=0x6B8&rx=0x6B0");
+  exchange(io, *a, *b, kKernelSizes, 7);
+  exchange(io, *b, *a, kKernelSizes, 8);
+}
+
+TEST_CASE("the kernel's ISO-TP carries messages both ways on CAN FD") {
+  REQUIRE_VCAN(vcanfd(), true);
+  asio::io_context io;
+  auto a = must_open(io, "isotp:" + vcanfd() + "?tx=0x6B0&rx=0x6B8&fd=1");
+  auto b = must_open(io, "isotp:" + vcanfd() + "?tx=0x6B8&rx=0x6B0&fd=1");
+  exchange(io, *a, *b, kKernelSizes, 9);
+  exchange(io, *b, *a, kKernelSizes, 10);
+}
+
+// --- both implementations on one bus -----------------------------------------------------------
+
+TEST_CASE("our ISO-TP and the kernel's exchange identical payloads on classic CAN") {
+  REQUIRE_VCAN(vcan(), false);
+  asio::io_context io;
+  auto ours = must_open(io, "can:" + vcan() + "?tx=0x6C0&rx=0x6C8");
+  auto kernel = must_open(io, "isotp:" + vcan() + "?tx=0x6C8&rx=0x6C0");
+  exchange(io, *ours, *kernel, kKernelSizes, 11);
+  exchange(io, *kernel, *ours, kKernelSizes, 12);
+}
+
+TEST_CASE("our ISO-TP and the kernel's exchange identical payloads on CAN FD") {
+  REQUIRE_VCAN(vcanfd(), true);
+  asio::io_context io;
+  auto ours = must_open(io, "can:" + vcanfd() + "?tx=0x6C0&rx=0x6C8&fd=1");
+  auto kernel = must_open(io, "isotp:" + vcanfd() + "?tx=0x6C8&rx=0x6C0&fd=1");
+  exchange(io, *ours, *kernel, kKernelSizes, 13);
+  exchange(io, *kernel, *ours, kKernelSizes, 14);
+}
+
+TEST_CASE("29-bit ids and extended addressing interoperate with the kernel") {
+  REQUIRE_VCAN(vcan(), false);
+  asio::io_context io;
+  auto ours = must_open(io, "can:" + vcan() + "?tx=0x18DA10F1&rx=0x18DAF110&ext=1&ta=0x10&ra=0xF1");
+  auto kernel =
+      must_open(io, "isotp:" + vcan() + "?tx=0x18DAF110&rx=0x18DA10F1&ext=1&ta=0xF1&ra=0x10");
+  exchange(io, *ours, *kernel, {0, 2, 100, 1000}, 15);
+  exchange(io, *kernel, *ours, {0, 2, 100, 1000}, 16);
+}
+
+// --- errors ------------------------------------------------------------------------------------
+
+TEST_CASE("a message with a wrong CRC is reported as bad CRC and the link stays usable") {
+  REQUIRE_VCAN(vcan(), false);
+  asio::io_context io;
+  auto raw = must_open_port(io, raw_opts(vcan()));
+  auto ours = must_open(io, "can:" + vcan() + "?tx=0x6D8&rx=0x6D0");
+  auto kernel = must_open(io, "isotp:" + vcan() + "?tx=0x6E8&rx=0x6E0");
+  for (auto [id, link] : {std::pair{0x6D0u, ours.get()}, std::pair{0x6E0u, kernel.get()}}) {
+    CAPTURE(link->describe());
+    REQUIRE(run(io, raw->send_frame(single_frame(id, {0x42}, true))).index() == 0);
+    auto bad = run(io, link->receive(2s));
+    REQUIRE(bad.index() == 1);
+    CHECK(std::get<1>(bad) == LinkError::kBadCrc);
+    REQUIRE(run(io, raw->send_frame(single_frame(id, {0x43}, false))).index() == 0);
+    auto good = run(io, link->receive(2s));
+    REQUIRE(good.index() == 0);
+    CHECK(std::get<0>(good) == Bytes{0x43});
+  }
+}
+
+TEST_CASE("a receive with nothing on the bus ends with kDeadline") {
+  REQUIRE_VCAN(vcan(), false);
+  asio::io_context io;
+  for (std::string ep :
+       {"can:" + vcan() + "?tx=0x6F0&rx=0x6F8", "isotp:" + vcan() + "?tx=0x6F0&rx=0x6F8"}) {
+    CAPTURE(ep);
+    auto link = must_open(io, ep);
+    auto r = run(io, link->receive(50ms));
+    REQUIRE(r.index() == 1);
+    CHECK(std::get<1>(r) == LinkError::kDeadline);
+  }
+}
+
+TEST_CASE("a multi-frame send nobody answers fails with an N_Bs timeout") {
+  REQUIRE_VCAN(vcan(), false);
+  asio::io_context io;
+  // The kernel's N_Bs is fixed at 1 s; ours comes from the endpoint.
+  for (std::string ep : {"can:" + vcan() + "?tx=0x700&rx=0x708&nbs=100ms",
+                         "isotp:" + vcan() + "?tx=0x710&rx=0x718"}) {
+    CAPTURE(ep);
+    auto link = must_open(io, ep);
+    auto r = run(io, link->send(pattern(100, 17), 5s));
+    REQUIRE(r.index() == 1);
+    CHECK(std::get<1>(r) == LinkError::kTimeoutBs);
+  }
+}
+
+TEST_CASE("vcan has no controller: can-config queries fail saying so") {
+  REQUIRE_VCAN(vcan(), false);
+  auto state = get_can_state(vcan());
+  REQUIRE(state.index() == 1);
+  CHECK(std::get<1>(state).message.find("virtual CAN") != std::string::npos);
+  auto berr = get_can_berr(vcan());
+  REQUIRE(berr.index() == 1);
+  auto info = lookup_can_interface(vcan());
+  REQUIRE(info.index() == 0);
+  CHECK(std::get<0>(info).mtu == CAN_MTU);
+  if (!skip_reason(vcanfd(), true)) {
+    auto fd = lookup_can_interface(vcanfd());
+    REQUIRE(fd.index() == 0);
+    CHECK(std::get<0>(fd).fd_capable);
+  }
+}
