@@ -49,10 +49,6 @@ std::uint64_t from_db_u64(sqlite3_int64 v) {
   return static_cast<std::uint64_t>(v);
 }
 
-std::string bytes_of(ByteView b) {
-  return std::string(as_chars(b));
-}
-
 // Resets a statement when the scope that used it ends, so a failure path never
 // leaves it busy (a busy statement would keep a read transaction open).
 class Use {

@@ -78,17 +78,27 @@ Command add_authorize_cloud(CLI::App& root) {
       "Sign a Cloud Key Authorization with the master key: it lets the cloud key mint\n"
       "device tokens between --not-before and --not-after, and carries the current\n"
       "revocation list. Writes the serialized Signed object (binary) to --out.");
-  sub->add_option("--master", o->master, "Master private key (PEM)")->required();
+  sub->add_option("--master", o->master, "Master private key (PEM)")->type_name("FILE")->required();
   sub->add_option("--passphrase-file", o->passphrase_file,
-                  "Passphrase of the master key, if encrypted");
-  sub->add_option("--cloud-pub", o->cloud_pub, "Cloud public key to authorize (PEM)")->required();
-  sub->add_option("--id", o->id, "Numeric id of this authorization (> 0)")->required();
-  sub->add_option("--not-after", o->not_after, "End of validity (ISO 8601)")->required();
-  sub->add_option("--not-before", o->not_before, "Start of validity (ISO 8601; default: now)");
+                  "Passphrase of the master key, if encrypted")
+      ->type_name("FILE");
+  sub->add_option("--cloud-pub", o->cloud_pub, "Cloud public key to authorize (PEM)")
+      ->type_name("FILE")
+      ->required();
+  sub->add_option("--id", o->id, "Numeric id of this authorization (> 0)")
+      ->type_name("N")
+      ->required();
+  sub->add_option("--not-after", o->not_after, "End of validity (ISO 8601)")
+      ->type_name("TIME")
+      ->required();
+  sub->add_option("--not-before", o->not_before, "Start of validity (ISO 8601; default: now)")
+      ->type_name("TIME");
   sub->add_option("--revoke", o->revoke,
                   "Authorization id to revoke (repeatable); list every id revoked so far, since\n"
-                  "devices merge lists and a revocation is permanent");
+                  "devices merge lists and a revocation is permanent")
+      ->type_name("ID");
   sub->add_option("--out", o->out, "Output file (serialized Signed CloudKeyAuthorization)")
+      ->type_name("FILE")
       ->required();
   sub->footer(
       "Example: tollgate-keys authorize-cloud --master master.key --cloud-pub cloud.pub --id 7 \\\n"

@@ -98,8 +98,8 @@ Command add_export_signing_input(CLI::App& root) {
       "Write the exact bytes the object's signature covers: its type's domain label\n"
       "(e.g. \"tollgate.v1.DeviceToken\" and a NUL byte) followed by the body bytes.\n"
       "RSA-PSS and ECDSA hash this with SHA-256; Ed25519 signs it directly.");
-  sub->add_option("file", o->file, "Signed object")->required();
-  sub->add_option("--out", o->out, "Output file")->required();
+  sub->add_option("file", o->file, "Signed object")->type_name("FILE")->required();
+  sub->add_option("--out", o->out, "Output file")->type_name("FILE")->required();
   sub->footer(kOpensslHelp);
   return {sub, [o] { return run_export_input(*o); }};
 }
@@ -111,8 +111,8 @@ Command add_export_signature(CLI::App& root) {
       "Write the object's signature in the form OpenSSL expects: Ed25519 (64 bytes) and\n"
       "RSA-PSS as they are; ECDSA P-256 converted from our raw r || s (64 bytes) to DER,\n"
       "so 'openssl dgst -verify' can check it.");
-  sub->add_option("file", o->file, "Signed object")->required();
-  sub->add_option("--out", o->out, "Output file")->required();
+  sub->add_option("file", o->file, "Signed object")->type_name("FILE")->required();
+  sub->add_option("--out", o->out, "Output file")->type_name("FILE")->required();
   sub->footer(kOpensslHelp);
   return {sub, [o] { return run_export_signature(*o); }};
 }

@@ -62,9 +62,10 @@ Command add_inspect(CLI::App& root) {
       "the type is read from the object itself; UUIDs canonical, times ISO 8601 UTC, key\n"
       "ids and signatures hex. Also accepts PEM key files (shows algorithm and key id).\n"
       "Nothing is verified here: use 'verify' to check signatures and validity.");
-  sub->add_option("file", o->file, "Signed object or PEM key file")->required();
+  sub->add_option("file", o->file, "Signed object or PEM key file")->type_name("FILE")->required();
   sub->add_flag("--json", o->json, "Print one JSON object instead of text");
-  sub->add_option("--passphrase-file", o->passphrase_file, "To open an encrypted private key file");
+  sub->add_option("--passphrase-file", o->passphrase_file, "To open an encrypted private key file")
+      ->type_name("FILE");
   return {sub, [o] { return run_inspect(*o); }};
 }
 

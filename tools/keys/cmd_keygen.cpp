@@ -67,10 +67,15 @@ Command add_keygen(CLI::App& root) {
                           "Generate a key pair: NAME.key (PKCS#8 PEM, mode 0600, encrypted when\n"
                           "--passphrase-file is given) and NAME.pub (SPKI PEM). Prints the key id\n"
                           "(first 16 bytes of SHA-256 over the public key's DER, in hex).");
-  sub->add_option("--alg", o->alg, "ed25519 | p256 | rsa2048 | rsa3072")->required();
-  sub->add_option("--out", o->out, "Path prefix NAME: writes NAME.key and NAME.pub")->required();
+  sub->add_option("--alg", o->alg, "ed25519 | p256 | rsa2048 | rsa3072")
+      ->type_name("ALG")
+      ->required();
+  sub->add_option("--out", o->out, "Path prefix NAME: writes NAME.key and NAME.pub")
+      ->type_name("NAME")
+      ->required();
   sub->add_option("--passphrase-file", o->passphrase_file,
-                  "Encrypt NAME.key (AES-256-CBC) with the first line of this file");
+                  "Encrypt NAME.key (AES-256-CBC) with the first line of this file")
+      ->type_name("FILE");
   sub->add_flag("--force", o->force, "Replace existing NAME.key / NAME.pub");
   sub->footer(
       "Example: tollgate-keys keygen --alg rsa3072 --out master --passphrase-file pass.txt");

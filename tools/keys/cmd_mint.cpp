@@ -120,24 +120,39 @@ Command add_mint(CLI::App& root) {
       "holder of --user-pub, until --expires (or --valid-for after issue). The token id\n"
       "is a fresh random UUID; the authorization id comes from --authorization, whose\n"
       "cloud public key must match --cloud-key. Writes the serialized Signed object.");
-  sub->add_option("--cloud-key", o->cloud_key, "Cloud private key (PEM)")->required();
+  sub->add_option("--cloud-key", o->cloud_key, "Cloud private key (PEM)")
+      ->type_name("FILE")
+      ->required();
   sub->add_option("--passphrase-file", o->passphrase_file,
-                  "Passphrase of the cloud key, if encrypted");
+                  "Passphrase of the cloud key, if encrypted")
+      ->type_name("FILE");
   sub->add_option("--authorization", o->authorization,
                   "The cloud key's authorization (from authorize-cloud)")
+      ->type_name("FILE")
       ->required();
-  sub->add_option("--device", o->device, "Device UUID the token is bound to")->required();
-  sub->add_option("--user", o->user, "User UUID")->required();
+  sub->add_option("--device", o->device, "Device UUID the token is bound to")
+      ->type_name("UUID")
+      ->required();
+  sub->add_option("--user", o->user, "User UUID")->type_name("UUID")->required();
   sub->add_option("--user-pub", o->user_pub, "User public key (PEM) that signs commands")
+      ->type_name("FILE")
       ->required();
-  sub->add_option("--uses", o->uses, "Number of authorized uses (1..4294967295)")->required();
-  auto* expires = sub->add_option("--expires", o->expires, "Expiry time (ISO 8601)");
+  sub->add_option("--uses", o->uses, "Number of authorized uses (1..4294967295)")
+      ->type_name("N")
+      ->required();
+  auto* expires =
+      sub->add_option("--expires", o->expires, "Expiry time (ISO 8601)")->type_name("TIME");
   auto* valid_for = sub->add_option("--valid-for", o->valid_for,
-                                    "Lifetime after --issued-at: 7d, 12h, 30m, 90s, 1d12h");
+                                    "Lifetime after --issued-at: 7d, 12h, 30m, 90s, 1d12h")
+                        ->type_name("DURATION");
   expires->excludes(valid_for);
-  sub->add_option("--role", o->roles, "Role (command class) the token unlocks (repeatable)");
-  sub->add_option("--issued-at", o->issued_at, "Issue time (ISO 8601; default: now)");
-  sub->add_option("--out", o->out, "Output file (serialized Signed DeviceToken)")->required();
+  sub->add_option("--role", o->roles, "Role (command class) the token unlocks (repeatable)")
+      ->type_name("ROLE");
+  sub->add_option("--issued-at", o->issued_at, "Issue time (ISO 8601; default: now)")
+      ->type_name("TIME");
+  sub->add_option("--out", o->out, "Output file (serialized Signed DeviceToken)")
+      ->type_name("FILE")
+      ->required();
   sub->footer(
       "Example: tollgate-keys mint --cloud-key cloud.key --authorization auth7.bin \\\n"
       "           --device 6f1c...-... --user 0b7e...-... --user-pub alice.pub --uses 3 \\\n"

@@ -138,13 +138,18 @@ Command add_verify(CLI::App& root) {
       "reported and its revocations still count), then check --token for --device at --at.\n"
       "Exit 0 and 'valid: ...' when the device would accept it; otherwise exit 1 and one\n"
       "line on stderr naming the specific reason (bad signature, revoked, expired, ...).");
-  sub->add_option("--master", o->masters, "Master public key (PEM); repeatable")->required();
+  sub->add_option("--master", o->masters, "Master public key (PEM); repeatable")
+      ->type_name("FILE")
+      ->required();
   sub->add_option("--authorization", o->authorizations,
                   "Cloud key authorization file; repeatable, installed in order")
+      ->type_name("FILE")
       ->required();
-  sub->add_option("--token", o->token, "Device token file")->required();
-  sub->add_option("--device", o->device, "UUID of the device doing the check")->required();
-  sub->add_option("--at", o->at, "Device time (ISO 8601; default: now)");
+  sub->add_option("--token", o->token, "Device token file")->type_name("FILE")->required();
+  sub->add_option("--device", o->device, "UUID of the device doing the check")
+      ->type_name("UUID")
+      ->required();
+  sub->add_option("--at", o->at, "Device time (ISO 8601; default: now)")->type_name("TIME");
   return {sub, [o] { return run_verify(*o); }};
 }
 
