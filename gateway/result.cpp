@@ -32,6 +32,7 @@ std::string_view error_name(Error e) {
     case v1::ERROR_LIMIT_REACHED: return "limit reached";
     case v1::ERROR_UNSUPPORTED_VERSION: return "unsupported version";
     case v1::ERROR_INTERNAL: return "internal error";
+    case v1::ERROR_REQUEST_INTERRUPTED: return "request interrupted before its response was recorded";
     default: break;
   }
   return "unknown error";

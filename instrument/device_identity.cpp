@@ -201,9 +201,11 @@ Result<DeviceIdentity> provision(const fs::path& dir, const ProvisionOptions& op
     return refuse<R>(why, v1::ERROR_INTERNAL,
                      "cannot create " + masters_dir.string() + ": " + ec.message());
   }
+  std::vector<fs::path> stale;
   for (const auto& entry : fs::directory_iterator(masters_dir, ec)) {
-    if (entry.is_regular_file()) fs::remove(entry.path(), ec);
+    if (entry.is_regular_file()) stale.push_back(entry.path());
   }
+  for (const fs::path& p : stale) fs::remove(p, ec);
 
   std::string io_why;
   for (const auto& [name, pub] : masters) {

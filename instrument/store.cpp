@@ -572,6 +572,13 @@ Status SqliteStore::verify_audit_chain(std::string* why) {
     if (why) *why = std::move(text);
     return e;
   };
+  // One read transaction: the walk and the recorded head are the same snapshot
+  // even while another connection appends.
+  if (!db_->exec("BEGIN")) return fail("audit");
+  struct EndRead {
+    Db& db;
+    ~EndRead() { db.exec("COMMIT"); }
+  } end_read{*db_};
   AuditHead head;
   Use q(db_->audit_all.get());
   int rc;

@@ -100,7 +100,8 @@ class SqliteStore final : public Storage {
   // log; none when from_seq is past the head). from_seq 0 reads from the start.
   Result<std::vector<v1::AuditRecord>> audit_records(std::uint64_t from_seq, std::size_t max);
   // The newest record's seq and hash ({0, zeros} for an empty log). Served from
-  // memory: no database round trip.
+  // memory: no database round trip. It is the head as of open() or this store's
+  // own last write: a read-only store does not see later appends by the writer.
   AuditHead audit_head() const { return head_; }
   // Walks the whole log and checks every record against its neighbours and
   // against the head recorded beside it: detects an edited, deleted, inserted

@@ -28,7 +28,7 @@ verify_token() { # verify_token TOKEN [extra verify args...]
 
 expect_ok "verify accepts the token (now)" verify_token token.bin
 grep -q '^valid: token .*3 of 3 uses' "$WORK/out" || fail "verify output lacks 'valid: ... 3 of 3 uses': $(cat "$WORK/out")"
-ok "verify prints: $(cat "$WORK/out" | tail -n 1)"
+ok "verify prints: $(tail -n 1 "$WORK/out")"
 
 echo "== inspect shows every field of the token and the authorization"
 expect_ok "inspect --json token" "$KEYS" inspect --json token.bin
@@ -113,9 +113,9 @@ ok "the refused install of authorization 7 is reported on stderr"
 expect_ok "mint under authorization 8" "$KEYS" mint --cloud-key cloud2.key --authorization auth8.bin \
   --device "$DEVICE" --user "$USER_ID" --user-pub user.pub --uses 1 --valid-for 1d --out token8.bin
 for order in "auth7.bin auth8.bin" "auth8.bin auth7.bin"; do
-  set -- $order
+  read -r first second <<<"$order"
   expect_ok "token under the new authorization stays valid ($order)" "$KEYS" verify --master master.pub \
-    --authorization "$1" --authorization "$2" --token token8.bin --device "$DEVICE"
+    --authorization "$first" --authorization "$second" --token token8.bin --device "$DEVICE"
 done
 
 echo "PASS acceptance round trip"

@@ -15,8 +15,9 @@ done
 ok "top-level help lists every subcommand"
 for sub in "${SUBCOMMANDS[@]}"; do
   expect_ok "tollgate-keys $sub --help" "$KEYS" "$sub" --help
-  grep -q -- "--help" "$WORK/out" && [ "$(wc -l <"$WORK/out")" -ge 4 ] ||
+  if ! grep -q -- "--help" "$WORK/out" || [ "$(wc -l <"$WORK/out")" -lt 4 ]; then
     fail "$sub --help is not a usage text: $(cat "$WORK/out")"
+  fi
 done
 
 echo "== usage errors: one line, exit 2"
@@ -103,6 +104,9 @@ expect_one_line_error "empty passphrase file" 2 "empty.txt is empty" \
 expect_ok "the right passphrase opens the key" \
   "$KEYS" authorize-cloud --master locked.key --passphrase-file pass.txt --cloud-pub cloud.pub --id 8 \
   --not-after 2099-01-01 --out a.bin
+expect_ok "a passphrase can come from a pipe, never touching the disk" \
+  "$KEYS" inspect locked.key --passphrase-file <(printf 'secret\n')
+expect_one_line_error "a directory is not a file" 2 "cannot read .: is a directory" "$KEYS" inspect .
 
 echo "== exit statuses: 0 valid, 1 invalid, 2 usage"
 expect_ok "valid token: exit 0" "$KEYS" verify --master master.pub --authorization auth7.bin \

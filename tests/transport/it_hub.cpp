@@ -349,8 +349,7 @@ TEST_CASE("a node that breaks the protocol is disconnected and the others carry 
     bytes.push_back(0);
     bytes[0] = static_cast<std::uint8_t>(bytes.size() - 2);
     bad.send_bytes(bytes);
-    CHECK(bad.expect<ErrorMessage>().code ==
-          static_cast<std::uint8_t>(LinkError::kMalformedFrame));
+    CHECK(bad.expect<ErrorMessage>().code == static_cast<std::uint8_t>(LinkError::kMalformedFrame));
     CHECK_FALSE(bad.next());
   }
   SUBCASE("a hub-only message type") {

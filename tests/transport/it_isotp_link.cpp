@@ -31,7 +31,9 @@ asio::awaitable<std::pair<LinkResult<Done>, LinkResult<Bytes>>> exchange(IsoTpLi
   co_return std::make_pair(std::move(sent), std::move(got));
 }
 
-bool is_pci_type(const CanFrame& f, unsigned type) { return f.len > 0 && (f.data[0] >> 4) == type; }
+bool is_pci_type(const CanFrame& f, unsigned type) {
+  return f.len > 0 && (f.data[0] >> 4) == type;
+}
 
 }  // namespace
 
@@ -45,8 +47,8 @@ TEST_CASE("messages of every size class round trip both ways through the airtime
     asio::io_context io;
     auto a = vbus_link(io, hub.socket_path(), channel(0x6A0, 0x6A8, fd));
     auto b = vbus_link(io, hub.socket_path(), channel(0x6A8, 0x6A0, fd));
-    for (std::size_t n : {0UL, 1UL, 3UL, 4UL, 7UL, 50UL, 58UL, 59UL, 60UL, 500UL, 4091UL, 4092UL,
-                          7000UL}) {
+    for (std::size_t n :
+         {0UL, 1UL, 3UL, 4UL, 7UL, 50UL, 58UL, 59UL, 60UL, 500UL, 4091UL, 4092UL, 7000UL}) {
       CAPTURE(n);
       const Bytes m = pattern(n, static_cast<std::uint32_t>(n));
       auto [sent, got] = run_coroutine(io, exchange(*a, *b, m));
@@ -76,7 +78,8 @@ TEST_CASE("send completes only after the last frame went out, with the standard'
   auto stats = run_coroutine(io, dynamic_cast<VbusPort&>(a->port()).request_stats());
   REQUIRE(stats.index() == 0);
   // 1000 bytes + the 4-byte CRC: FF + 143 CFs + 1 FC, all on the bus already.
-  CHECK(std::get<0>(stats).frames == isotp_min_frames(1004, bus_profile(channel(0x6A0, 0x6A8))).total());
+  CHECK(std::get<0>(stats).frames ==
+        isotp_min_frames(1004, bus_profile(channel(0x6A0, 0x6A8))).total());
   CHECK(std::get<0>(stats).frames == 145);
   CHECK(a->counters().frames_sent == 144);
   auto got = run_coroutine(io, receive(*b));
@@ -96,10 +99,10 @@ TEST_CASE("the CRC-32C trailer travels little-endian inside the ISO-TP payload")
   auto [sent, got] = run_coroutine(io, exchange(*pair.a, *pair.b, m));
   REQUIRE(got.index() == 0);
   REQUIRE(wire.size() == 1);
-  const std::uint32_t crc = crc32c(m);
-  CHECK(wire[0].data[0] == 0x07);  // SF, 3 + 4 bytes
-  CHECK(wire[0].data[4] == static_cast<std::uint8_t>(crc));
-  CHECK(wire[0].data[7] == static_cast<std::uint8_t>(crc >> 24));
+  CHECK(crc32c(m) == 0x107B2FB2U);
+  // SF_DL 7 = 3 + 4, the message, then its CRC-32C low byte first.
+  const Bytes on_bus(wire[0].data.begin(), wire[0].data.begin() + 8);
+  CHECK(on_bus == Bytes{0x07, 0x31, 0x32, 0x33, 0xB2, 0x2F, 0x7B, 0x10});
 }
 
 TEST_CASE("a byte altered behind the CAN CRC surfaces as kBadCrc and is never delivered") {
@@ -186,8 +189,7 @@ TEST_CASE("a port that refuses a frame fails the send with kTransmitFailed") {
   auto pair = memory_links(io, channel(0x6A0, 0x6A8), channel(0x6A8, 0x6A0));
   int n = 0;
   pair.port_a->refuse_tx = [&](const CanFrame&) { return ++n == 4; };
-  CHECK(error_of(run_coroutine(io, send(*pair.a, pattern(100, 11)))) ==
-        LinkError::kTransmitFailed);
+  CHECK(error_of(run_coroutine(io, send(*pair.a, pattern(100, 11)))) == LinkError::kTransmitFailed);
   pair.port_a->refuse_tx = nullptr;
   CHECK(run_coroutine(io, send(*pair.a, pattern(100, 12))).index() == 0);
 }
@@ -198,8 +200,8 @@ TEST_CASE("the caller's deadlines end send and receive with kDeadline, and the l
   CHECK(error_of(run_coroutine(io, receive(*pair.b, std::chrono::milliseconds(20)))) ==
         LinkError::kDeadline);
   pair.port_b->on_wire = [](CanFrame&) { return false; };  // no flow control; N_Bs is 1 s
-  CHECK(error_of(run_coroutine(io, send(*pair.a, pattern(100, 13), std::chrono::milliseconds(30)))) ==
-        LinkError::kDeadline);
+  CHECK(error_of(run_coroutine(io, send(*pair.a, pattern(100, 13),
+                                        std::chrono::milliseconds(30)))) == LinkError::kDeadline);
   pair.port_b->on_wire = nullptr;
   // B's half-received message is replaced by the next one (and reported).
   const Bytes m = pattern(100, 14);
@@ -299,7 +301,20 @@ TEST_CASE("frames for other identifiers are ignored, so links share one bus") {
     auto got2 = co_await b2->receive(std::chrono::seconds(5));
     while (!*second) co_await asio::post(io, asio::use_awaitable);
     co_return first.index() == 0 && second->value().index() == 0 && got1.index() == 0 &&
-        std::get<0>(got1) == m1 && got2.index() == 0 && std::get<0>(got2) == m2;
+        std::get<0>(got1) == m1&& got2.index() == 0 && std::get<0>(got2) == m2;
   }());
   CHECK(r);
+}
+
+TEST_CASE("a deadline of Duration::max() means wait for ever, not an overflowed clock") {
+  asio::io_context io;
+  auto pair = memory_links(io, channel(0x6A0, 0x6A8), channel(0x6A8, 0x6A0));
+  const Bytes m = pattern(100, 19);
+  auto r = run_coroutine(io, [&]() -> asio::awaitable<LinkResult<Bytes>> {
+    auto sent = co_await pair.a->send(m, MessageLink::Duration::max());
+    CHECK(sent.index() == 0);
+    co_return co_await pair.b->receive(MessageLink::Duration::max());
+  }());
+  REQUIRE(r.index() == 0);
+  CHECK(std::get<0>(r) == m);
 }

@@ -32,10 +32,12 @@ std::uint64_t fnv1a(std::span<const std::uint8_t> b) {
 
 Bytes make_message(std::uint32_t seq, std::size_t body, std::mt19937_64& rng) {
   Bytes m(4 + body + 8);
-  for (int i = 0; i < 4; ++i) m[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(seq >> (8 * i));
+  for (int i = 0; i < 4; ++i)
+    m[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(seq >> (8 * i));
   for (std::size_t i = 0; i < body; ++i) m[4 + i] = static_cast<std::uint8_t>(rng());
   const std::uint64_t h = fnv1a(std::span<const std::uint8_t>(m.data(), 4 + body));
-  for (int i = 0; i < 8; ++i) m[4 + body + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(h >> (8 * i));
+  for (int i = 0; i < 8; ++i)
+    m[4 + body + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(h >> (8 * i));
   return m;
 }
 
@@ -66,7 +68,8 @@ void check_delivery(Tally& t, const Bytes& m) {
     return;
   }
   std::uint64_t carried = 0;
-  for (int i = 0; i < 8; ++i) carried |= std::uint64_t{m[m.size() - 8 + static_cast<std::size_t>(i)]} << (8 * i);
+  for (int i = 0; i < 8; ++i)
+    carried |= std::uint64_t{m[m.size() - 8 + static_cast<std::size_t>(i)]} << (8 * i);
   if (seq >= kMessages) {
     ++t.unknown_seq;
     return;

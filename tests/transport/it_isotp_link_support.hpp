@@ -27,9 +27,9 @@ inline transport::IsoTpConfig channel(std::uint32_t tx, std::uint32_t rx, bool f
   return c;
 }
 
-inline std::unique_ptr<transport::IsoTpLink> vbus_link(asio::io_context& io, const std::string& path,
-                                                       transport::IsoTpConfig config,
-                                                       std::uint8_t window = 8) {
+inline std::unique_ptr<transport::IsoTpLink> vbus_link(
+    asio::io_context& io, const std::string& path, transport::IsoTpConfig config,
+    std::uint8_t window = transport::kMaxTxWindow) {
   transport::VbusOptions vo;
   vo.socket_path = path;
   vo.fd = config.fd;

@@ -127,8 +127,8 @@ TEST_CASE("every real frame lies between the best and the worst case") {
 
 TEST_CASE("frames per second match the LIMITS table") {
   const auto classic_rate = [](std::uint32_t bps, bool worst) {
-    const auto bits = worst ? frame_bits_worst(8, false, false, false)
-                            : frame_bits_best(8, false, false, false);
+    const auto bits =
+        worst ? frame_bits_worst(8, false, false, false) : frame_bits_best(8, false, false, false);
     return std::lround(frames_per_second(bits, {bps, 0}));
   };
   CHECK(classic_rate(125000, false) == 1126);
@@ -201,7 +201,7 @@ TEST_CASE("the minimum frame count agrees with the ISO-TP implementation") {
     std::uint8_t dl;
     bool ext;
   };
-  const Shape shapes[] = {{false, 8, false}, {false, 8, true}, {true, 64, false},
+  const Shape shapes[] = {{false, 8, false}, {false, 8, true},  {true, 64, false},
                           {true, 64, true},  {true, 12, false}, {true, 32, true}};
   for (const Shape& s : shapes) {
     for (std::uint8_t bs : {0, 1, 8}) {
@@ -217,8 +217,8 @@ TEST_CASE("the minimum frame count agrees with the ISO-TP implementation") {
       p.tx_dl = s.dl;
       p.extended_addressing = s.ext;
       p.block_size = bs;
-      for (std::size_t n : {1UL, 6UL, 7UL, 8UL, 61UL, 62UL, 63UL, 200UL, 1000UL, 4095UL, 4096UL,
-                            5000UL, 70000UL}) {
+      for (std::size_t n :
+           {1UL, 6UL, 7UL, 8UL, 61UL, 62UL, 63UL, 200UL, 1000UL, 4095UL, 4096UL, 5000UL, 70000UL}) {
         const auto mine = isotp_min_frames(n, p);
         const auto theirs = frames_for(n, c);
         CAPTURE(n);

@@ -62,13 +62,14 @@ std::uint32_t le32(const std::vector<std::uint8_t>& b, std::size_t at) {
 }  // namespace
 
 TEST_CASE("candump lines are written the way candump -l writes them") {
-  CHECK(format_candump_line({1700000000123456ULL, "vcan0", make(0x123, {0xDE, 0xAD, 0xBE, 0xEF})}) ==
-        "(1700000000.123456) vcan0 123#DEADBEEF");
+  CHECK(
+      format_candump_line({1700000000123456ULL, "vcan0", make(0x123, {0xDE, 0xAD, 0xBE, 0xEF})}) ==
+      "(1700000000.123456) vcan0 123#DEADBEEF");
   CHECK(format_candump_line({1700000000000001ULL, "can1", make(0x1234ABCD, {0x00}, true)}) ==
         "(1700000000.000001) can1 1234ABCD#00");
   CHECK(format_candump_line({5, "vcan0", make(0x7FF, {})}) == "(0000000000.000005) vcan0 7FF#");
-  CHECK(format_candump_line(
-            {1700000000123456ULL, "vcan0", make(0x123, {0xDE, 0xAD, 0xBE, 0xEF}, false, true, true)}) ==
+  CHECK(format_candump_line({1700000000123456ULL, "vcan0",
+                             make(0x123, {0xDE, 0xAD, 0xBE, 0xEF}, false, true, true)}) ==
         "(1700000000.123456) vcan0 123##1DEADBEEF");
   CHECK(format_candump_line({1700000000123456ULL, "vcan0", make(0x6A0, {1}, false, true, false)}) ==
         "(1700000000.123456) vcan0 6A0##001");
@@ -107,25 +108,25 @@ TEST_CASE("candump lines from can-utils parse with markers, line endings and dot
 TEST_CASE("malformed candump lines are rejected, never half-parsed") {
   const char* bad[] = {
       "",
-      "1700000000.123456 vcan0 123#00",            // no parentheses
-      "(1700000000.12345) vcan0 123#00",           // 5 fraction digits
-      "(17000x0000.123456) vcan0 123#00",          // non-digit seconds
-      "(1700000000.123456)vcan0 123#00",           // no space
-      "(1700000000.123456) vcan0",                 // no frame
-      "(1700000000.123456) vcan0 123",             // no '#'
-      "(1700000000.123456) vcan0 12#00",           // 2-digit id
-      "(1700000000.123456) vcan0 800#00",          // 11-bit id out of range
-      "(1700000000.123456) vcan0 123456#00",       // 6-digit id
-      "(1700000000.123456) vcan0 20000080#0000000000000000",  // error frame
-      "(1700000000.123456) vcan0 123#R",           // remote frame
-      "(1700000000.123456) vcan0 123#0",           // odd digits
-      "(1700000000.123456) vcan0 123#0G",          // non-hex
-      "(1700000000.123456) vcan0 123#000000000000000000",  // 9 classic bytes
-      "(1700000000.123456) vcan0 123#1122334455667788_9",  // len8_dlc
-      "(1700000000.123456) vcan0 123##",           // FD without flags
+      "1700000000.123456 vcan0 123#00",                         // no parentheses
+      "(1700000000.12345) vcan0 123#00",                        // 5 fraction digits
+      "(17000x0000.123456) vcan0 123#00",                       // non-digit seconds
+      "(1700000000.123456)vcan0 123#00",                        // no space
+      "(1700000000.123456) vcan0",                              // no frame
+      "(1700000000.123456) vcan0 123",                          // no '#'
+      "(1700000000.123456) vcan0 12#00",                        // 2-digit id
+      "(1700000000.123456) vcan0 800#00",                       // 11-bit id out of range
+      "(1700000000.123456) vcan0 123456#00",                    // 6-digit id
+      "(1700000000.123456) vcan0 20000080#0000000000000000",    // error frame
+      "(1700000000.123456) vcan0 123#R",                        // remote frame
+      "(1700000000.123456) vcan0 123#0",                        // odd digits
+      "(1700000000.123456) vcan0 123#0G",                       // non-hex
+      "(1700000000.123456) vcan0 123#000000000000000000",       // 9 classic bytes
+      "(1700000000.123456) vcan0 123#1122334455667788_9",       // len8_dlc
+      "(1700000000.123456) vcan0 123##",                        // FD without flags
       "(1700000000.123456) vcan0 123##1000000000000000000000",  // FD length 10: no DLC step
-      "(1700000000.123456) vcan0 123#00 X",        // unknown marker
-      "(1700000000.123456) averyveryverylongname 123#00",  // interface over 16 characters
+      "(1700000000.123456) vcan0 123#00 X",                     // unknown marker
+      "(1700000000.123456) averyveryverylongname 123#00",       // interface over 16 characters
   };
   for (const char* line : bad) {
     CAPTURE(line);
@@ -171,7 +172,8 @@ TEST_CASE("pcap files round trip, in either byte order") {
   std::vector<CapturedFrame> frames;
   std::vector<std::uint8_t> file = pcap_file_header();
   for (int i = 0; i < 2000; ++i) {
-    CapturedFrame c{1700000000000000ULL + static_cast<std::uint64_t>(i) * 250, "", random_frame(rng)};
+    CapturedFrame c{1700000000000000ULL + static_cast<std::uint64_t>(i) * 250, "",
+                    random_frame(rng)};
     const auto rec = pcap_record(c.time_us, c.frame);
     file.insert(file.end(), rec.begin(), rec.end());
     frames.push_back(c);

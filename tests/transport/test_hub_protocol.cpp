@@ -134,12 +134,12 @@ TEST_CASE("every hub message survives an encode/decode round trip") {
 TEST_CASE("a Transmit is laid out byte by byte as documented") {
   const auto wire = encode(Transmit{0x04030201, frame(0x123, 2)});
   const std::vector<std::uint8_t> want = {
-      13, 0,                    // length: type + 12 bytes
-      3,                        // Transmit
-      0x01, 0x02, 0x03, 0x04,   // tag, little-endian
-      0x23, 0x01, 0x00, 0x00,   // id 0x123, little-endian, bit 31 clear: 11-bit
-      0x00,                     // flags: classic
-      2,                        // length
+      13,   0,                 // length: type + 12 bytes
+      3,                       // Transmit
+      0x01, 0x02, 0x03, 0x04,  // tag, little-endian
+      0x23, 0x01, 0x00, 0x00,  // id 0x123, little-endian, bit 31 clear: 11-bit
+      0x00,                    // flags: classic
+      2,                       // length
       0xA0, 0xA1};
   CHECK(wire == want);
   const auto ext = encode(Transmit{0, frame(0x1ABCDEF0, 0, true, true, true)});
@@ -174,8 +174,12 @@ TEST_CASE("invalid frames and bodies are rejected as malformed") {
     return std::vector<std::uint8_t>(wire.begin() + 2, wire.end());
   };
   auto t = body_of(Transmit{1, frame(0x123, 8)});
-  SUBCASE("unknown type") { CHECK(decode_error({0x42}) == LinkError::kMalformedFrame); }
-  SUBCASE("empty body") { CHECK(decode_error({}) == LinkError::kMalformedFrame); }
+  SUBCASE("unknown type") {
+    CHECK(decode_error({0x42}) == LinkError::kMalformedFrame);
+  }
+  SUBCASE("empty body") {
+    CHECK(decode_error({}) == LinkError::kMalformedFrame);
+  }
   SUBCASE("classic frame longer than 8") {
     t[10] = 9;
     t.push_back(0);

@@ -52,7 +52,9 @@ namespace hubp = transport::hub;
 constexpr auto kUseAwaitable = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t kReadChunk = 16 * 1024;
 
-bool valid_probability(double p) { return std::isfinite(p) && p >= 0.0 && p <= 1.0; }
+bool valid_probability(double p) {
+  return std::isfinite(p) && p >= 0.0 && p <= 1.0;
+}
 
 struct Node {
   explicit Node(local::socket s) : socket(std::move(s)), wake(socket.get_executor()) {}
@@ -95,10 +97,10 @@ class Hub {
     if (!open_captures()) return 1;
     if (!listen()) return 1;
     start_time_ = Clock::now();
-    wall_start_us_ = static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::microseconds>(
-            std::chrono::system_clock::now().time_since_epoch())
-            .count());
+    wall_start_us_ =
+        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                       std::chrono::system_clock::now().time_since_epoch())
+                                       .count());
     bus_free_at_ = start_time_;
     std::fprintf(stderr, "hub: listening on %s, %u bit/s, FD data %u bit/s%s, seed %llu\n",
                  o_.socket_path.c_str(), rates_.nominal_bps, rates_.data(),
@@ -273,8 +275,8 @@ class Hub {
   void on_message(Node& node, hubp::Message&& m) {
     if (!node.hello_done) {
       auto* hello = std::get_if<hubp::Hello>(&m);
-      if (!hello) return protocol_error(node, transport::LinkError::kUnexpectedFrame,
-                                        "expected Hello");
+      if (!hello)
+        return protocol_error(node, transport::LinkError::kUnexpectedFrame, "expected Hello");
       if (hello->version != hubp::kProtocolVersion)
         return protocol_error(node, transport::LinkError::kInvalidArgument,
                               "unsupported protocol version");
@@ -300,8 +302,8 @@ class Hub {
   }
 
   void on_transmit(Node& node, const hubp::Transmit& t) {
-    const bool refuse = node.listen_only || (t.frame.fd && !node.fd) ||
-                        node.queue.size() >= o_.max_queued_frames;
+    const bool refuse =
+        node.listen_only || (t.frame.fd && !node.fd) || node.queue.size() >= o_.max_queued_frames;
     if (refuse) {
       ++stats_.rejected;
       send(node, hubp::TxConfirm{t.tag, hubp::TxStatus::kRejected, bus_ns(Clock::now())});
@@ -507,8 +509,7 @@ class Hub {
         held_ = d;
         // Held until the next frame passes it, or for a while if none comes.
         const auto airtime_us =
-            o_.no_airtime ? Clock::duration::zero()
-                          : 10 * airtime(transport::frame_bits(d.frame));
+            o_.no_airtime ? Clock::duration::zero() : 10 * airtime(transport::frame_bits(d.frame));
         held_until_ = now + std::max<Clock::duration>(std::chrono::milliseconds(1), airtime_us);
         continue;
       }
@@ -646,9 +647,11 @@ std::optional<std::string> validate_hub_options(const HubOptions& o) {
   if (o.bitrate < 1000 || o.bitrate > 1'000'000) return "--bitrate must be 1000..1000000 bit/s";
   if (o.fd_data_bitrate != 0 && (o.fd_data_bitrate < o.bitrate || o.fd_data_bitrate > 16'000'000))
     return "--fd-data-bitrate must be at least --bitrate and at most 16000000 bit/s";
-  const std::pair<const char*, double> probabilities[] = {
-      {"--drop", o.drop},       {"--duplicate", o.duplicate}, {"--reorder", o.reorder},
-      {"--corrupt", o.corrupt}, {"--tamper", o.tamper}};
+  const std::pair<const char*, double> probabilities[] = {{"--drop", o.drop},
+                                                          {"--duplicate", o.duplicate},
+                                                          {"--reorder", o.reorder},
+                                                          {"--corrupt", o.corrupt},
+                                                          {"--tamper", o.tamper}};
   for (const auto& [name, p] : probabilities)
     if (!valid_probability(p)) return std::string(name) + " must be a probability in [0, 1]";
   if (o.corrupt >= 1.0) return "--corrupt 1 would retransmit every frame forever";

@@ -21,18 +21,18 @@
 namespace tollgate::bus {
 
 struct HubOptions {
-  std::string socket_path;             // --socket PATH (required); a stale socket file is replaced
-  std::uint32_t bitrate = 500000;      // --bitrate: nominal (arbitration) bit rate, bit/s
-  std::uint32_t fd_data_bitrate = 0;   // --fd-data-bitrate: FD data phase with BRS; 0 = bitrate
-  bool no_airtime = false;             // --no-airtime: frames take no time (fast tests)
+  std::string socket_path;            // --socket PATH (required); a stale socket file is replaced
+  std::uint32_t bitrate = 500000;     // --bitrate: nominal (arbitration) bit rate, bit/s
+  std::uint32_t fd_data_bitrate = 0;  // --fd-data-bitrate: FD data phase with BRS; 0 = bitrate
+  bool no_airtime = false;            // --no-airtime: frames take no time (fast tests)
 
   // Fault injection, each a probability per frame in [0, 1].
   double drop = 0;       // --drop: the receivers miss the frame; the sender sees success
   double duplicate = 0;  // --duplicate: the frame goes on the bus twice, receivers get it twice
   double reorder = 0;    // --reorder: the frame reaches receivers after the next frame
   double corrupt = 0;    // --corrupt: bit error -> receivers' CAN CRC fails, error frame, the
-                         //   sender retransmits (airtime of both counted); nobody gets the bad frame
-  double tamper = 0;     // --tamper: data bytes altered behind a valid CAN CRC (a MITM)
+                       //   sender retransmits (airtime of both counted); nobody gets the bad frame
+  double tamper = 0;           // --tamper: data bytes altered behind a valid CAN CRC (a MITM)
   std::uint32_t delay_us = 0;  // --delay-us: extra latency before receivers get each frame
   std::uint64_t seed = 0;      // --seed: fault RNG seed; 0 = pick one (printed at start)
 
@@ -41,11 +41,11 @@ struct HubOptions {
   std::string interface_name = "vbus0";  // --interface: name written into captures
 
   // Caps on what nodes can make the hub hold.
-  std::size_t max_nodes = 64;              // --max-nodes: further connections are refused
-  std::size_t max_queued_frames = 256;     // per node, waiting for the bus; more are rejected
+  std::size_t max_nodes = 64;                 // --max-nodes: further connections are refused
+  std::size_t max_queued_frames = 256;        // per node, waiting for the bus; more are rejected
   std::size_t max_outbound_messages = 65536;  // per node, unread by it; more frames are dropped
                                               //   for that node and counted (rx overflow)
-  unsigned max_retransmissions = 31;  // consecutive error frames before the sender gets a
+  unsigned max_retransmissions = 31;          // consecutive error frames before the sender gets a
                                       //   failed confirmation (a real node goes bus-off at 32)
 
   bool quiet = false;  // --quiet: no per-node connect/disconnect lines on stderr

@@ -45,8 +45,7 @@ inline void add_hub_options(CLI::App& cmd, HubOptions& o) {
   cmd.add_option("--pcap", o.pcap, "Write delivered frames as pcap (LINKTYPE_CAN_SOCKETCAN)");
   cmd.add_option("--interface", o.interface_name, "Interface name written into captures")
       ->capture_default_str();
-  cmd.add_option("--max-nodes", o.max_nodes, "Most nodes connected at once")
-      ->capture_default_str();
+  cmd.add_option("--max-nodes", o.max_nodes, "Most nodes connected at once")->capture_default_str();
   cmd.add_flag("--quiet", o.quiet, "No per-node connect/disconnect lines on stderr");
 }
 

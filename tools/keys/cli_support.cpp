@@ -30,7 +30,7 @@ bool write_all(int fd, const std::uint8_t* data, std::size_t size) {
   return true;
 }
 
-// Closes on scope exit unless released; keeps the error paths below short.
+// Closes on scope exit (unless close_checked() already did); keeps the error paths short.
 class Fd {
  public:
   explicit Fd(int fd) : fd_(fd) {}
@@ -61,25 +61,28 @@ std::string folder_of(const std::string& path) {
 }  // namespace
 
 Bytes read_file(const std::string& path) {
+  // A signed object is at most 16 KiB and a PEM key a few KiB; refuse anything
+  // absurd rather than read it into memory.
+  constexpr std::size_t kMaxInput = 1024 * 1024;
   const int raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (raw < 0) throw Failure("cannot read " + path + ": " + os_error(errno));
   Fd fd(raw);
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) throw Failure("cannot read " + path + ": " + os_error(errno));
-  if (!S_ISREG(st.st_mode)) throw Failure("cannot read " + path + ": not a regular file");
-  // A signed object is at most 16 KiB and a PEM key a few KiB; refuse anything
-  // absurd before reading it into memory.
-  if (st.st_size > 1024 * 1024) throw Failure("cannot read " + path + ": larger than 1 MiB");
-  Bytes data(static_cast<std::size_t>(st.st_size));
-  std::size_t got = 0;
-  while (got < data.size()) {
-    const ssize_t n = ::read(fd.get(), data.data() + got, data.size() - got);
+  if (S_ISDIR(st.st_mode)) throw Failure("cannot read " + path + ": is a directory");
+  // Pipes are fine too (--passphrase-file <(pass show ...)): read to EOF, capped.
+  Bytes data;
+  std::uint8_t buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) throw Failure("cannot read " + path + ": " + os_error(errno));
-    if (n == 0) break;  // the file shrank while we read it
-    got += static_cast<std::size_t>(n);
+    if (n == 0) break;
+    if (data.size() + static_cast<std::size_t>(n) > kMaxInput) {
+      throw Failure("cannot read " + path + ": larger than 1 MiB");
+    }
+    data.insert(data.end(), buf, buf + n);
   }
-  data.resize(got);
   return data;
 }
 

@@ -125,9 +125,13 @@ std::uint32_t fd_crc_field_bits(std::size_t len) {
   // before every fourth bit: 6 fixed stuff bits with CRC-17, 7 with CRC-21.
   return len <= 16 ? 4 + 17 + 6 : 4 + 21 + 7;
 }
-std::uint32_t fd_fixed_stuff(std::size_t len) { return len <= 16 ? 6 : 7; }
+std::uint32_t fd_fixed_stuff(std::size_t len) {
+  return len <= 16 ? 6 : 7;
+}
 // Bits before the BRS bit: SOF, id, and the control bits up to res.
-std::uint32_t fd_arbitration_bits(bool extended) { return extended ? 35 : 16; }
+std::uint32_t fd_arbitration_bits(bool extended) {
+  return extended ? 35 : 16;
+}
 
 FrameBits formula_bits(std::size_t len, bool fd, bool brs, bool extended, bool worst) {
   FrameBits r;
@@ -259,7 +263,9 @@ std::size_t frame_length(std::size_t used, const IsoTpBusProfile& p) {
   return round_up_fd_length(n);
 }
 
-std::size_t ceil_div(std::size_t a, std::size_t b) { return (a + b - 1) / b; }
+std::size_t ceil_div(std::size_t a, std::size_t b) {
+  return (a + b - 1) / b;
+}
 
 }  // namespace
 
@@ -298,10 +304,10 @@ std::uint64_t isotp_min_time_ns(std::size_t n, const IsoTpBusProfile& p, BusRate
   const std::size_t cf = dl - 1 - ae;
   const std::size_t cfs = frames.data_frames - 1;
   const std::size_t last = n - ff - (cfs - 1) * cf;
-  std::uint64_t t = time_of(dl);                   // FF
-  t += (cfs - 1) * time_of(dl);                    // full CFs
-  t += time_of(ae + 1 + last);                     // last CF
-  t += frames.flow_controls * time_of(ae + 3);     // FCs
+  std::uint64_t t = time_of(dl);                // FF
+  t += (cfs - 1) * time_of(dl);                 // full CFs
+  t += time_of(ae + 1 + last);                  // last CF
+  t += frames.flow_controls * time_of(ae + 3);  // FCs
   return t;
 }
 

@@ -217,16 +217,23 @@ std::variant<std::vector<CapturedFrame>, LinkError> parse_pcap(std::span<const s
   bool swap = false;  // fields are big-endian when the magic reads as-is
   bool nanos = false;
   switch (magic) {
-    case 0xA1B2C3D4U: break;
-    case 0xD4C3B2A1U: swap = true; break;
-    case 0xA1B23C4DU: nanos = true; break;
-    case 0x4D3CB2A1U: swap = true, nanos = true; break;
-    default: return bad;
+    case 0xA1B2C3D4U:
+      break;
+    case 0xD4C3B2A1U:
+      swap = true;
+      break;
+    case 0xA1B23C4DU:
+      nanos = true;
+      break;
+    case 0x4D3CB2A1U:
+      swap = true, nanos = true;
+      break;
+    default:
+      return bad;
   }
   const auto u32 = [&](std::uint32_t& v) {
     if (!in.u32be(v)) return false;
-    if (swap)
-      v = ((v & 0xFFU) << 24) | ((v & 0xFF00U) << 8) | ((v >> 8) & 0xFF00U) | (v >> 24);
+    if (swap) v = ((v & 0xFFU) << 24) | ((v & 0xFF00U) << 8) | ((v >> 8) & 0xFF00U) | (v >> 24);
     return true;
   };
   std::uint32_t version = 0, zone = 0, sigfigs = 0, snaplen = 0, linktype = 0;

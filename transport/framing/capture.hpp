@@ -15,8 +15,8 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <string>
 #include <span>
+#include <string>
 #include <string_view>
 #include <variant>
 #include <vector>
@@ -52,7 +52,7 @@ std::vector<std::uint8_t> pcap_record(std::uint64_t time_us, const CanFrame& fra
 // microsecond or nanosecond magic). kMalformedFrame on a bad header, another
 // link type, a truncated record or a record that is not a valid CAN frame;
 // kTooLarge when it holds more than `max_records`.
-std::variant<std::vector<CapturedFrame>, LinkError> parse_pcap(std::span<const std::uint8_t> file,
-                                                  std::size_t max_records = 10'000'000);
+std::variant<std::vector<CapturedFrame>, LinkError> parse_pcap(
+    std::span<const std::uint8_t> file, std::size_t max_records = 10'000'000);
 
 }  // namespace tollgate::transport

@@ -12,7 +12,6 @@ constexpr std::uint8_t kHelloFd = 0x01;
 constexpr std::uint8_t kHelloListenOnly = 0x02;
 constexpr std::uint8_t kWelcomeAirtime = 0x01;
 constexpr std::uint8_t kStatsTruncated = 0x01;
-constexpr std::size_t kStatsFixed = 12 * 8 + 4 + 1 + 2;
 constexpr std::size_t kStatsEntry = 4 + 8 + 8;
 constexpr std::size_t kMaxErrorText = 255;
 
@@ -147,9 +146,9 @@ struct BodyEncoder {
   void operator()(const StatsRequest&) { w.u8(static_cast<std::uint8_t>(Type::kStatsRequest)); }
   void operator()(const HubStats& m) {
     w.u8(static_cast<std::uint8_t>(Type::kStats));
-    for (std::uint64_t v : {m.elapsed_ns, m.busy_ns, m.frames, m.bytes, m.error_frames, m.dropped,
-                            m.duplicated, m.reordered, m.tampered, m.rejected, m.rx_overflow,
-                            m.nodes_connected})
+    for (std::uint64_t v :
+         {m.elapsed_ns, m.busy_ns, m.frames, m.bytes, m.error_frames, m.dropped, m.duplicated,
+          m.reordered, m.tampered, m.rejected, m.rx_overflow, m.nodes_connected})
       w.u64(v);
     w.u32(m.nodes);
     const std::size_t count = std::min(m.ids.size(), kMaxStatsIds);
@@ -250,10 +249,9 @@ std::variant<Message, LinkError> decode_body(std::span<const std::uint8_t> body)
       return Message{StatsRequest{}};
     case Type::kStats: {
       HubStats m;
-      for (std::uint64_t* v :
-           {&m.elapsed_ns, &m.busy_ns, &m.frames, &m.bytes, &m.error_frames, &m.dropped,
-            &m.duplicated, &m.reordered, &m.tampered, &m.rejected, &m.rx_overflow,
-            &m.nodes_connected})
+      for (std::uint64_t* v : {&m.elapsed_ns, &m.busy_ns, &m.frames, &m.bytes, &m.error_frames,
+                               &m.dropped, &m.duplicated, &m.reordered, &m.tampered, &m.rejected,
+                               &m.rx_overflow, &m.nodes_connected})
         *v = r.u64();
       m.nodes = r.u32();
       const std::uint8_t flags = r.u8();
@@ -330,20 +328,17 @@ std::string format_stats(const HubStats& s) {
                 "hub: %.3f s, bus busy %.3f s (%.1f%%), %llu frames, %llu data bytes, %u nodes "
                 "(%llu connected in total)\n",
                 elapsed, busy, elapsed > 0 ? 100.0 * busy / elapsed : 0.0,
-                static_cast<unsigned long long>(s.frames),
-                static_cast<unsigned long long>(s.bytes), s.nodes,
-                static_cast<unsigned long long>(s.nodes_connected));
+                static_cast<unsigned long long>(s.frames), static_cast<unsigned long long>(s.bytes),
+                s.nodes, static_cast<unsigned long long>(s.nodes_connected));
   out += line;
-  std::snprintf(line, sizeof line,
-                "hub: faults: %llu error frames, %llu dropped, %llu duplicated, %llu reordered, "
-                "%llu tampered; %llu rejected, %llu rx overflow\n",
-                static_cast<unsigned long long>(s.error_frames),
-                static_cast<unsigned long long>(s.dropped),
-                static_cast<unsigned long long>(s.duplicated),
-                static_cast<unsigned long long>(s.reordered),
-                static_cast<unsigned long long>(s.tampered),
-                static_cast<unsigned long long>(s.rejected),
-                static_cast<unsigned long long>(s.rx_overflow));
+  std::snprintf(
+      line, sizeof line,
+      "hub: faults: %llu error frames, %llu dropped, %llu duplicated, %llu reordered, "
+      "%llu tampered; %llu rejected, %llu rx overflow\n",
+      static_cast<unsigned long long>(s.error_frames), static_cast<unsigned long long>(s.dropped),
+      static_cast<unsigned long long>(s.duplicated), static_cast<unsigned long long>(s.reordered),
+      static_cast<unsigned long long>(s.tampered), static_cast<unsigned long long>(s.rejected),
+      static_cast<unsigned long long>(s.rx_overflow));
   out += line;
   for (const IdCounter& c : s.ids) {
     if (c.extended)
@@ -351,8 +346,8 @@ std::string format_stats(const HubStats& s) {
                     static_cast<unsigned long long>(c.frames),
                     static_cast<unsigned long long>(c.bytes));
     else
-      std::snprintf(line, sizeof line, "hub:   id %03X       %10llu frames  %12llu bytes\n",
-                    c.id, static_cast<unsigned long long>(c.frames),
+      std::snprintf(line, sizeof line, "hub:   id %03X       %10llu frames  %12llu bytes\n", c.id,
+                    static_cast<unsigned long long>(c.frames),
                     static_cast<unsigned long long>(c.bytes));
     out += line;
   }

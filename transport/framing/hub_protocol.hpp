@@ -54,9 +54,9 @@ struct Hello {
 
 struct Welcome {
   std::uint8_t version = kProtocolVersion;
-  bool airtime = true;           // false when the hub runs with --no-airtime
-  std::uint32_t node_id = 0;     // hub-assigned, unique while the hub runs
-  std::uint32_t bitrate = 0;     // nominal bit rate, bit/s
+  bool airtime = true;                // false when the hub runs with --no-airtime
+  std::uint32_t node_id = 0;          // hub-assigned, unique while the hub runs
+  std::uint32_t bitrate = 0;          // nominal bit rate, bit/s
   std::uint32_t fd_data_bitrate = 0;  // FD data-phase bit rate, bit/s (== bitrate if not set)
 };
 
@@ -73,7 +73,7 @@ struct Deliver {
 enum class TxStatus : std::uint8_t {
   kSent = 0,        // the frame completed on the bus (receivers may still have lost it)
   kErrorLimit = 1,  // too many consecutive error frames; the hub gave up on it
-  kRejected = 2,    // not accepted: queue full, listen-only node, or an FD frame from a classic node
+  kRejected = 2,  // not accepted: queue full, listen-only node, or an FD frame from a classic node
 };
 
 struct TxConfirm {

@@ -1,5 +1,6 @@
 #include "transport/links/isotp_link.hpp"
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -22,12 +23,15 @@ struct Waiter {
   explicit Waiter(asio::any_io_executor ex) : timer(std::move(ex)) {}
   asio::steady_timer timer;
   bool active = false;
-  bool woken = false;
-  void wake() {
-    woken = true;
-    timer.cancel();
-  }
+  void wake() { timer.cancel(); }
 };
+
+// Deadlines far beyond any transfer (e.g. Duration::max() for "forever") are
+// clamped so that now + timeout cannot overflow.
+MessageLink::Duration clamp(MessageLink::Duration timeout) {
+  constexpr MessageLink::Duration kForever = std::chrono::hours(24 * 365);
+  return std::clamp(timeout, MessageLink::Duration::zero(), kForever);
+}
 
 }  // namespace
 
@@ -70,8 +74,7 @@ struct IsoTpLink::Impl : std::enable_shared_from_this<Impl> {
   void pump(Micros t) {
     if (closed) return;
     while (auto tx = channel.next_frame(t)) {
-      asio::co_spawn(executor, transmit(shared_from_this(), tx->frame, tx->ticket),
-                     asio::detached);
+      asio::co_spawn(executor, transmit(shared_from_this(), tx->frame, tx->ticket), asio::detached);
     }
     while (auto ev = channel.take_event()) on_event(std::move(*ev));
     arm_timer();
@@ -216,7 +219,9 @@ LinkResult<std::unique_ptr<IsoTpLink>> IsoTpLink::create(std::unique_ptr<CanFram
 }
 
 IsoTpLink::IsoTpLink(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
-IsoTpLink::~IsoTpLink() { close(); }
+IsoTpLink::~IsoTpLink() {
+  close();
+}
 
 asio::awaitable<LinkResult<Done>> IsoTpLink::send(std::vector<std::uint8_t> message,
                                                   Duration timeout) {
@@ -233,8 +238,7 @@ asio::awaitable<LinkResult<Done>> IsoTpLink::send(std::vector<std::uint8_t> mess
   self->pump(t);
   if (!self->send_result) {
     self->send_waiter.active = true;
-    self->send_waiter.woken = false;
-    self->send_waiter.timer.expires_after(timeout);
+    self->send_waiter.timer.expires_after(clamp(timeout));
     co_await self->send_waiter.timer.async_wait(kUseAwaitable);
     self->send_waiter.active = false;
   }
@@ -264,8 +268,7 @@ asio::awaitable<LinkResult<std::vector<std::uint8_t>>> IsoTpLink::receive(Durati
   if (auto r = take()) co_return std::move(*r);
   if (self->closed) co_return LinkError::kClosed;
   self->receive_waiter.active = true;
-  self->receive_waiter.woken = false;
-  self->receive_waiter.timer.expires_after(timeout);
+  self->receive_waiter.timer.expires_after(clamp(timeout));
   co_await self->receive_waiter.timer.async_wait(kUseAwaitable);
   self->receive_waiter.active = false;
   if (auto r = take()) co_return std::move(*r);
@@ -273,11 +276,21 @@ asio::awaitable<LinkResult<std::vector<std::uint8_t>>> IsoTpLink::receive(Durati
   co_return LinkError::kDeadline;
 }
 
-void IsoTpLink::close() { impl_->shut(); }
-std::string IsoTpLink::describe() const { return impl_->options.description; }
-IsoTpLinkCounters IsoTpLink::counters() const { return impl_->counters; }
-const IsoTpCounters& IsoTpLink::channel_counters() const { return impl_->channel.counters(); }
-CanFramePort& IsoTpLink::port() { return *impl_->port; }
+void IsoTpLink::close() {
+  impl_->shut();
+}
+std::string IsoTpLink::describe() const {
+  return impl_->options.description;
+}
+IsoTpLinkCounters IsoTpLink::counters() const {
+  return impl_->counters;
+}
+const IsoTpCounters& IsoTpLink::channel_counters() const {
+  return impl_->channel.counters();
+}
+CanFramePort& IsoTpLink::port() {
+  return *impl_->port;
+}
 
 IsoTpBusProfile bus_profile(const IsoTpConfig& c) {
   IsoTpBusProfile p;

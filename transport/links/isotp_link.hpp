@@ -45,8 +45,10 @@ struct IsoTpLinkOptions {
   IsoTpConfig isotp;  // ids, format, timers; tx_window is chosen by the link (see below)
   // Frames in flight at the port while the peer's STmin is 0. Ports that keep
   // frame order (the virtual bus, SocketCAN) keep the bus busy with > 1; 1 is
-  // strict stop-and-wait.
-  std::uint8_t tx_window = 8;
+  // strict stop-and-wait. The default (kMaxTxWindow, 32 classic frames = 7 ms
+  // at 500 kbit/s) rides out the scheduling hiccups of a loaded host; a port
+  // must accept this many outstanding send_frame() calls.
+  std::uint8_t tx_window = kMaxTxWindow;
   std::size_t max_rx_queue = 64;  // received messages/errors waiting for receive()
   std::string description;        // the endpoint string, returned by describe()
 };

@@ -279,9 +279,13 @@ LinkResult<std::unique_ptr<VbusPort>> VbusPort::connect(asio::any_io_executor ex
 }
 
 VbusPort::VbusPort(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
-VbusPort::~VbusPort() { close(); }
+VbusPort::~VbusPort() {
+  close();
+}
 
-asio::any_io_executor VbusPort::get_executor() { return impl_->executor; }
+asio::any_io_executor VbusPort::get_executor() {
+  return impl_->executor;
+}
 
 asio::awaitable<LinkResult<Done>> VbusPort::send_frame(const CanFrame& frame) {
   auto self = impl_;
@@ -313,9 +317,15 @@ asio::awaitable<LinkResult<CanFrame>> VbusPort::receive_frame() {
   }
 }
 
-void VbusPort::close() { impl_->shut(); }
-bool VbusPort::fd_capable() const { return impl_->options.fd; }
-const VbusHubInfo& VbusPort::hub_info() const { return impl_->info; }
+void VbusPort::close() {
+  impl_->shut();
+}
+bool VbusPort::fd_capable() const {
+  return impl_->options.fd;
+}
+const VbusHubInfo& VbusPort::hub_info() const {
+  return impl_->info;
+}
 
 asio::awaitable<LinkResult<hub::HubStats>> VbusPort::request_stats() {
   auto self = impl_;

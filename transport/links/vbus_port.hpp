@@ -27,10 +27,10 @@
 namespace tollgate::transport {
 
 struct VbusOptions {
-  std::string socket_path;   // the hub's --socket
-  bool fd = false;           // send and accept CAN FD frames
-  bool listen_only = false;  // only watch the bus (dump); send_frame() fails
-  std::string name;          // shows in the hub's log
+  std::string socket_path;          // the hub's --socket
+  bool fd = false;                  // send and accept CAN FD frames
+  bool listen_only = false;         // only watch the bus (dump); send_frame() fails
+  std::string name;                 // shows in the hub's log
   std::size_t max_rx_queue = 8192;  // frames received and not yet taken by receive_frame()
   std::chrono::milliseconds connect_timeout{2000};  // connect + Hello/Welcome
 };
