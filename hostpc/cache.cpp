@@ -14,7 +14,9 @@ constexpr std::size_t kUuidSize = 16;
 // One prepared statement, finalized on scope exit. Bind helpers number from 1.
 class Stmt {
  public:
-  Stmt(sqlite3* db, const char* sql) { ok_ = sqlite3_prepare_v2(db, sql, -1, &s_, nullptr) == SQLITE_OK; }
+  Stmt(sqlite3* db, const char* sql) {
+    ok_ = sqlite3_prepare_v2(db, sql, -1, &s_, nullptr) == SQLITE_OK;
+  }
   ~Stmt() { sqlite3_finalize(s_); }
   Stmt(const Stmt&) = delete;
   Stmt& operator=(const Stmt&) = delete;
@@ -42,7 +44,8 @@ class Stmt {
   std::int64_t i64(int c) const { return sqlite3_column_int64(s_, c); }
   std::string text(int c) const {
     auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s_, c));
-    return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(s_, c))) : std::string{};
+    return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(s_, c)))
+             : std::string{};
   }
 
  private:
@@ -181,7 +184,9 @@ Result<std::unique_ptr<TokenCache>> TokenCache::open(const std::string& path) {
   return cache;
 }
 
-TokenCache::~TokenCache() { sqlite3_close(db_); }
+TokenCache::~TokenCache() {
+  sqlite3_close(db_);
+}
 
 Status TokenCache::exec(const char* sql) const {
   char* msg = nullptr;
@@ -248,8 +253,8 @@ Result<std::optional<CachedToken>> TokenCache::token(ByteView token_id) const {
   return fail().error();
 }
 
-Result<std::vector<CachedToken>> TokenCache::usable(ByteView device, ByteView user,
-                                                    UnixSeconds now, std::size_t limit) const {
+Result<std::vector<CachedToken>> TokenCache::usable(ByteView device, ByteView user, UnixSeconds now,
+                                                    std::size_t limit) const {
   Stmt s(db_, kUsableQuery);
   s.bind(1, device).bind(2, user).bind(3, now).bind(4, static_cast<std::int64_t>(limit));
   std::vector<CachedToken> out;
@@ -273,8 +278,12 @@ Result<std::optional<CachedToken>> TokenCache::first_accepted(ByteView device, B
   return fail().error();
 }
 
-Status TokenCache::begin_bulk() { return exec("BEGIN IMMEDIATE"); }
-Status TokenCache::end_bulk() { return exec("COMMIT"); }
+Status TokenCache::begin_bulk() {
+  return exec("BEGIN IMMEDIATE");
+}
+Status TokenCache::end_bulk() {
+  return exec("COMMIT");
+}
 
 Result<std::string> TokenCache::usable_query_plan() const {
   Stmt s(db_, (std::string("EXPLAIN QUERY PLAN ") + kUsableQuery).c_str());
@@ -327,7 +336,8 @@ Result<std::vector<CachedAuthorization>> TokenCache::authorizations() const {
 }
 
 Result<std::optional<DeviceRecord>> TokenCache::device(ByteView device_id) const {
-  Stmt s(db_, (std::string("SELECT ") + kDeviceColumns + " FROM devices WHERE device_id = ?").c_str());
+  Stmt s(db_,
+         (std::string("SELECT ") + kDeviceColumns + " FROM devices WHERE device_id = ?").c_str());
   s.bind(1, device_id);
   const int rc = s.step();
   if (rc == SQLITE_ROW) return std::optional<DeviceRecord>(read_device(s));
@@ -352,9 +362,9 @@ Status TokenCache::put_device(const DeviceRecord& r) {
   Stmt clear(db_, "UPDATE devices SET endpoint = '' WHERE endpoint = ? AND device_id <> ?");
   clear.bind(1, r.endpoint).bind(2, r.device_id);
   if (clear.step() != SQLITE_DONE) return fail();
-  Stmt s(db_, (std::string("INSERT OR REPLACE INTO devices(") + kDeviceColumns +
-               ") VALUES(?,?,?,?,?,?)")
-                  .c_str());
+  Stmt s(db_,
+         (std::string("INSERT OR REPLACE INTO devices(") + kDeviceColumns + ") VALUES(?,?,?,?,?,?)")
+             .c_str());
   s.bind(1, r.device_id)
       .bind(2, r.public_key)
       .bind(3, r.firmware)

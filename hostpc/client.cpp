@@ -10,8 +10,8 @@
 
 namespace tollgate::host {
 namespace asio = boost::asio;
-using transport::LinkError;
 using transport::link_error_name;
+using transport::LinkError;
 
 namespace {
 
@@ -21,18 +21,26 @@ Failure forged(Error e, const std::string& what) {
 Failure storage(const TokenCache& cache) {
   return Failure{Outcome::kLocal, v1::ERROR_STORAGE, "token cache: " + cache.last_error()};
 }
-std::string short_id(ByteView id) { return uuid_to_string(id); }
+std::string short_id(ByteView id) {
+  return uuid_to_string(id);
+}
 
 }  // namespace
 
 int exit_code(Outcome o) {
   switch (o) {
-    case Outcome::kOk: return kExitOk;
-    case Outcome::kDenied: return kExitDenied;
-    case Outcome::kNoToken: return kExitNoToken;
-    case Outcome::kLink: return kExitLink;
-    case Outcome::kForged: return kExitForged;
-    case Outcome::kLocal: return kExitUsage;
+    case Outcome::kOk:
+      return kExitOk;
+    case Outcome::kDenied:
+      return kExitDenied;
+    case Outcome::kNoToken:
+      return kExitNoToken;
+    case Outcome::kLink:
+      return kExitLink;
+    case Outcome::kForged:
+      return kExitForged;
+    case Outcome::kLocal:
+      return kExitUsage;
   }
   return kExitUsage;
 }
@@ -41,10 +49,12 @@ HostClient::HostClient(transport::MessageLink& link, TokenCache& cache, ClientOp
                        std::function<UnixSeconds()> now)
     : link_(link), cache_(cache), options_(options), now_(std::move(now)) {}
 
-asio::awaitable<Step<v1::DeviceMessage>> HostClient::exchange(const v1::HostMessage& message) {
+asio::awaitable<Step<v1::DeviceMessage>> HostClient::exchange(
+    const v1::HostMessage& message, const std::function<bool(const v1::DeviceMessage&)>& is_stale) {
   const std::string text = message.SerializeAsString();
   const std::vector<std::uint8_t> bytes(text.begin(), text.end());
   std::string last = "no answer";
+  std::size_t stale = 0;
   for (int attempt = 0; attempt <= options_.max_resends; ++attempt) {
     auto sent = co_await link_.send(bytes, options_.timeout);
     if (sent.index() == 1) {
@@ -56,25 +66,30 @@ asio::awaitable<Step<v1::DeviceMessage>> HostClient::exchange(const v1::HostMess
       }
       co_return Failure{Outcome::kLink, v1::ERROR_UNSPECIFIED, link_.describe() + ": " + last};
     }
-    auto got = co_await link_.receive(options_.timeout);
-    if (got.index() == 1) {
-      const LinkError e = std::get<1>(got);
-      last = "receive: " + std::string(link_error_name(e));
-      if (e == LinkError::kClosed || e == LinkError::kIo || e == LinkError::kInvalidArgument) {
-        co_return Failure{Outcome::kLink, v1::ERROR_UNSPECIFIED, link_.describe() + ": " + last};
+    for (;;) {
+      auto got = co_await link_.receive(options_.timeout);
+      if (got.index() == 1) {
+        const LinkError e = std::get<1>(got);
+        last = "receive: " + std::string(link_error_name(e));
+        if (e == LinkError::kClosed || e == LinkError::kIo || e == LinkError::kInvalidArgument) {
+          co_return Failure{Outcome::kLink, v1::ERROR_UNSPECIFIED, link_.describe() + ": " + last};
+        }
+        // Lost or damaged answer: the same bytes again make the device replay
+        // its stored response rather than act twice.
+        break;
       }
-      // Lost or damaged answer: the same bytes again make the device replay
-      // its stored response rather than act twice.
-      continue;
+      const auto& reply = std::get<0>(got);
+      v1::DeviceMessage dm;
+      if (!dm.ParseFromArray(reply.data(), static_cast<int>(reply.size())) ||
+          dm.kind_case() == v1::DeviceMessage::KIND_NOT_SET) {
+        last = "unparseable answer";
+        break;
+      }
+      // A late duplicate of an earlier answer (the device answered both the
+      // original and our resend) is genuine but not ours: keep listening.
+      if (is_stale && is_stale(dm) && ++stale <= kMaxStaleAnswers) continue;
+      co_return dm;
     }
-    const auto& reply = std::get<0>(got);
-    v1::DeviceMessage dm;
-    if (!dm.ParseFromArray(reply.data(), static_cast<int>(reply.size())) ||
-        dm.kind_case() == v1::DeviceMessage::KIND_NOT_SET) {
-      last = "unparseable answer";
-      continue;
-    }
-    co_return dm;
   }
   co_return Failure{Outcome::kLink, v1::ERROR_UNSPECIFIED,
                     link_.describe() + ": " + last + " after " +
@@ -84,7 +99,23 @@ asio::awaitable<Step<v1::DeviceMessage>> HostClient::exchange(const v1::HostMess
 asio::awaitable<Step<v1::CommandResponse>> HostClient::signed_exchange(
     const v1::HostMessage& message, ByteView hashed_part) {
   const Bytes hash = request_hash(hashed_part);
-  auto dm = co_await exchange(message);
+  const crypto::PublicKey& key = *device_key_;
+  auto is_stale = [this, &key, &hash](const v1::DeviceMessage& m) {
+    // A status report never answers a command, offer or install: it is a
+    // late duplicate of an earlier get_status.
+    if (m.kind_case() == v1::DeviceMessage::kStatus) return true;
+    if (m.kind_case() != v1::DeviceMessage::kResponse) return false;
+    // The same request may have been sent before (an offer repeated after an
+    // install): an answer that fits this request is never stale.
+    if (verify_response(as_bytes(m.response()), hash, key).ok()) return false;
+    for (const auto& h : past_hashes_) {
+      if (verify_response(as_bytes(m.response()), h, key).ok()) return true;
+    }
+    return false;
+  };
+  auto dm = co_await exchange(message, is_stale);
+  past_hashes_.push_back(hash);
+  if (past_hashes_.size() > kMaxStaleAnswers) past_hashes_.erase(past_hashes_.begin());
   if (dm.index() == 1) co_return std::get<1>(std::move(dm));
   const auto& m = std::get<0>(dm);
   if (m.kind_case() == v1::DeviceMessage::kError) {
@@ -110,7 +141,18 @@ asio::awaitable<Step<StatusReply>> HostClient::status() {
   const Bytes challenge = crypto::random_bytes(kChallengeSize);
   v1::HostMessage msg;
   msg.mutable_get_status()->set_challenge(std::string(as_chars(challenge)));
-  auto dm = co_await exchange(msg);
+  auto is_stale = [&challenge](const v1::DeviceMessage& m) {
+    // Earlier answers still in flight: a command response, or a report that
+    // echoes another challenge. Skipping one only makes us wait longer, which
+    // anyone on the bus could cause anyway; nothing here is believed.
+    if (m.kind_case() == v1::DeviceMessage::kResponse) return true;
+    if (m.kind_case() != v1::DeviceMessage::kStatus) return false;
+    v1::Signed envelope;
+    v1::StatusReport report;
+    return envelope.ParseFromString(m.status()) && report.ParseFromString(envelope.body()) &&
+           !constant_time_equal(as_bytes(report.challenge()), challenge);
+  };
+  auto dm = co_await exchange(msg, is_stale);
   if (dm.index() == 1) co_return std::get<1>(std::move(dm));
   const auto& m = std::get<0>(dm);
   if (m.kind_case() == v1::DeviceMessage::kError) {
@@ -167,11 +209,11 @@ asio::awaitable<Step<Bytes>> HostClient::fresh_nonce() {
   auto st = co_await status();
   if (st.index() == 1) co_return std::get<1>(std::move(st));
   auto& reply = std::get<0>(st);
-  if (!reply.pinned || as_bytes(reply.report.device_id()).size() != device_id_.size() ||
-      !std::equal(device_id_.begin(), device_id_.end(), reply.report.device_id().begin())) {
-    co_return forged(v1::ERROR_WRONG_DEVICE,
-                     "the device on " + link_.describe() + " is not the paired device " +
-                         short_id(device_id_));
+  const Bytes reported(reply.report.device_id().begin(), reply.report.device_id().end());
+  if (!reply.pinned || reported != device_id_) {
+    co_return forged(
+        v1::ERROR_WRONG_DEVICE,
+        "the device on " + link_.describe() + " is not the paired device " + short_id(device_id_));
   }
   if (auto s = remember_nonce(reply.report.nonce()); !s) co_return storage(cache_);
   co_return nonce_;
@@ -218,8 +260,7 @@ asio::awaitable<Step<bool>> HostClient::offer_next(RunReport& report) {
       if (!auth) co_return storage(cache_);
       if (!auth->has_value()) {
         report.notes.push_back("token " + short_id(token.token_id) + ": authorization " +
-                               std::to_string(token.authorization_id) +
-                               " is not cached; skipped");
+                               std::to_string(token.authorization_id) + " is not cached; skipped");
         continue;
       }
       v1::HostMessage install;

@@ -28,10 +28,13 @@
 
 namespace tollgate::host {
 
+// Late duplicate answers skipped per exchange, and earlier requests remembered.
+constexpr std::size_t kMaxStaleAnswers = 8;
+
 struct ClientOptions {
   std::chrono::steady_clock::duration timeout = std::chrono::seconds(2);
-  int max_resends = 3;   // same bytes again after a lost answer
-  int max_rounds = 32;   // commands + offers + installs in one run
+  int max_resends = 3;              // same bytes again after a lost answer
+  int max_rounds = 32;              // commands + offers + installs in one run
   UnixSeconds nonce_max_age = 100;  // a cached next_nonce older than this is not tried
 };
 
@@ -55,10 +58,10 @@ struct StatusReply {
 struct RunReport {
   Outcome outcome = Outcome::kOk;
   Error error = v1::ERROR_UNSPECIFIED;
-  std::string message;                // for failures
-  v1::CommandResponse response;       // the last verified response (when there is one)
-  std::optional<Bytes> charged_token; // the cached token the uses_left is booked on
-  std::vector<std::string> notes;     // what happened on the way, one line each
+  std::string message;                 // for failures
+  v1::CommandResponse response;        // the last verified response (when there is one)
+  std::optional<Bytes> charged_token;  // the cached token the uses_left is booked on
+  std::vector<std::string> notes;      // what happened on the way, one line each
 };
 
 class HostClient {
@@ -83,7 +86,11 @@ class HostClient {
                                         const CommandSpec& spec);
 
  private:
-  boost::asio::awaitable<Step<v1::DeviceMessage>> exchange(const v1::HostMessage& message);
+  // Sends, receives with a deadline, resends the same bytes on loss. Answers
+  // `is_stale` recognises (late duplicates of earlier answers) are skipped.
+  boost::asio::awaitable<Step<v1::DeviceMessage>> exchange(
+      const v1::HostMessage& message,
+      const std::function<bool(const v1::DeviceMessage&)>& is_stale);
   boost::asio::awaitable<Step<v1::CommandResponse>> signed_exchange(const v1::HostMessage& message,
                                                                     ByteView hashed_part);
   boost::asio::awaitable<Step<Bytes>> fresh_nonce();
@@ -104,6 +111,7 @@ class HostClient {
   Bytes nonce_;
   std::set<Bytes> offered_;
   std::set<std::uint64_t> installed_;
+  std::vector<Bytes> past_hashes_;  // request hashes of earlier exchanges (late duplicates)
   int rounds_ = 0;
 };
 

@@ -97,8 +97,7 @@ std::string IdentityStore::pub_path(ByteView user_id) const {
 }
 
 std::optional<IdentityError> IdentityStore::create(ByteView user_id, crypto::KeyType type,
-                                                   std::string_view passphrase,
-                                                   IdentityInfo* out) {
+                                                   std::string_view passphrase, IdentityInfo* out) {
   if (user_id.size() != 16) return IdentityError{v1::ERROR_MALFORMED, "user id is not a UUID"};
   if (passphrase.empty()) {
     return IdentityError{v1::ERROR_MALFORMED,
@@ -152,9 +151,8 @@ std::variant<crypto::PrivateKey, IdentityError> IdentityStore::load(
     ByteView user_id, std::string_view passphrase) const {
   auto pem = slurp(key_path(user_id));
   if (!pem) {
-    return IdentityError{v1::ERROR_STORAGE,
-                         "no identity for user " + uuid_to_string(user_id) +
-                             " (run `tollgate-host identity create`)"};
+    return IdentityError{v1::ERROR_STORAGE, "no identity for user " + uuid_to_string(user_id) +
+                                                " (run `tollgate-host identity create`)"};
   }
   auto key = crypto::PrivateKey::from_pem(*pem, passphrase);
   if (!key) {

@@ -97,7 +97,8 @@ std::string passphrase(const std::string& file, bool confirm) {
 
 ClientOptions client_options(const Globals& g) {
   auto d = transport::parse_duration(g.timeout);
-  if (!d || d->count() <= 0) throw Fatal{kExitUsage, "--timeout " + g.timeout + " is not a duration"};
+  if (!d || d->count() <= 0)
+    throw Fatal{kExitUsage, "--timeout " + g.timeout + " is not a duration"};
   if (g.retries < 0 || g.retries > 100) throw Fatal{kExitUsage, "--retries must be 0..100"};
   ClientOptions o;
   o.timeout = *d;
@@ -117,9 +118,12 @@ T with_link(const std::string& endpoint, F body) {
   asio::co_spawn(io, body(l), [&](std::exception_ptr e, T v) {
     failure = e;
     if (!e) out = std::move(v);
+    // The link keeps reading in the background (a bus node sees every frame),
+    // so the context never runs dry on its own: finish it here.
+    l.close();
+    io.stop();
   });
   io.run();
-  l.close();
   if (failure) std::rethrow_exception(failure);
   return std::move(*out);
 }
@@ -180,15 +184,18 @@ int finish(const Failure& f) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"tollgate-host: the host PC side of Tollgate (identities, token cache, instrument client)"};
+  CLI::App app{
+      "tollgate-host: the host PC side of Tollgate (identities, token cache, instrument client)"};
   app.require_subcommand(1);
   app.footer(
-      "Exit statuses: 0 ok, 1 usage or other error, 2 denied by the device (or the command failed),\n"
+      "Exit statuses: 0 ok, 1 usage or other error, 2 denied by the device (or the command "
+      "failed),\n"
       "3 no usable cached token left, 4 link failure, 5 forged or unverifiable answer.");
   Globals g;
   app.add_option("--home", g.home_flag,
                  "State folder (default $TOLLGATE_HOME, else ~/.local/share/tollgate)");
-  app.add_option("--timeout", g.timeout, "Deadline for each answer from the device (e.g. 2s, 500ms)")
+  app.add_option("--timeout", g.timeout,
+                 "Deadline for each answer from the device (e.g. 2s, 500ms)")
       ->capture_default_str();
   app.add_option("--retries", g.retries, "Resends of the same bytes after a lost answer")
       ->capture_default_str();
@@ -229,7 +236,8 @@ int main(int argc, char** argv) {
   auto* status = app.add_subcommand("status", "Show the device's signed status");
   status->add_option("--link", link, "Endpoint")->required();
   status->add_flag("--json", as_json, "JSON output");
-  auto* run = app.add_subcommand("run", "Run a command on the device: run [OPTIONS] COMMAND [ARGS]...");
+  auto* run =
+      app.add_subcommand("run", "Run a command on the device: run [OPTIONS] COMMAND [ARGS]...");
   run->add_option("--link", link, "Endpoint")->required();
   run->add_option("--user", user, "User UUID (default: the only identity)");
   run->add_option("--passphrase-file", pass_file, "Passphrase (first line); else prompted");
@@ -247,12 +255,13 @@ int main(int argc, char** argv) {
     if (*id_create) {
       const Bytes uid = uuid_arg(user, "--user");
       auto type = crypto::key_type_from_name(alg);
-      if (!type) throw Fatal{kExitUsage, "--alg " + alg + ": expected ed25519, p256, rsa2048 or rsa3072"};
+      if (!type)
+        throw Fatal{kExitUsage, "--alg " + alg + ": expected ed25519, p256, rsa2048 or rsa3072"};
       const std::string p = passphrase(pass_file, true);
       IdentityInfo info;
       if (auto err = store.create(uid, *type, p, &info)) throw Fatal{kExitUsage, err->message};
-      std::cout << "identity " << uuid_to_string(uid) << ": " << crypto::algorithm_name(info.algorithm)
-                << " key " << to_hex(info.key_id) << "\n";
+      std::cout << "identity " << uuid_to_string(uid) << ": "
+                << crypto::algorithm_name(info.algorithm) << " key " << to_hex(info.key_id) << "\n";
       return 0;
     }
     if (*id_export) {
@@ -266,8 +275,8 @@ int main(int argc, char** argv) {
     }
     if (*id_list) {
       for (const auto& i : store.list()) {
-        std::cout << uuid_to_string(i.user_id) << "  " << crypto::algorithm_name(i.algorithm) << "  "
-                  << to_hex(i.key_id) << "\n";
+        std::cout << uuid_to_string(i.user_id) << "  " << crypto::algorithm_name(i.algorithm)
+                  << "  " << to_hex(i.key_id) << "\n";
       }
       return 0;
     }
@@ -275,15 +284,29 @@ int main(int argc, char** argv) {
     auto cache = open_cache(store);
     if (*tok_import || *auth_import) {
       int bad = 0;
+      if (auto st = cache->begin_bulk(); !st) {
+        throw Fatal{kExitUsage, "token cache: " + cache->last_error()};
+      }
       for (const auto& f : files) {
-        const Bytes b = read_bytes(f);
+        Bytes b;
+        try {
+          b = read_bytes(f);
+        } catch (const Fatal& e) {
+          std::cerr << e.message << "\n";
+          ++bad;
+          continue;
+        }
         auto r = *tok_import ? cache->import_token(b) : cache->import_authorization(b);
         if (!r) {
           std::cerr << f << ": refused: " << error_name(r.error()) << "\n";
           ++bad;
           continue;
         }
-        std::cout << f << ": " << (*r == ImportResult::kAdded ? "imported" : "already cached") << "\n";
+        std::cout << f << ": " << (*r == ImportResult::kAdded ? "imported" : "already cached")
+                  << "\n";
+      }
+      if (auto st = cache->end_bulk(); !st) {
+        throw Fatal{kExitUsage, "token cache: " + cache->last_error()};
       }
       return bad == 0 ? 0 : kExitUsage;
     }
@@ -295,23 +318,25 @@ int main(int argc, char** argv) {
       if (as_json) {
         json::array arr;
         for (const auto& t : *list) {
-          arr.push_back(json::object{{"token_id", uuid_to_string(t.token_id)},
-                                     {"device_id", uuid_to_string(t.device_id)},
-                                     {"user_id", uuid_to_string(t.user_id)},
-                                     {"expires_at", t.expires_at},
-                                     {"authorization_id", t.authorization_id},
-                                     {"authorized_uses", t.authorized_uses},
-                                     {"uses_left", t.uses_left},
-                                     {"accepted", t.accepted},
-                                     {"dead", t.dead},
-                                     {"dead_reason", t.dead ? std::string(error_name(t.dead_reason)) : ""}});
+          arr.push_back(
+              json::object{{"token_id", uuid_to_string(t.token_id)},
+                           {"device_id", uuid_to_string(t.device_id)},
+                           {"user_id", uuid_to_string(t.user_id)},
+                           {"expires_at", t.expires_at},
+                           {"authorization_id", t.authorization_id},
+                           {"authorized_uses", t.authorized_uses},
+                           {"uses_left", t.uses_left},
+                           {"accepted", t.accepted},
+                           {"dead", t.dead},
+                           {"dead_reason", t.dead ? std::string(error_name(t.dead_reason)) : ""}});
         }
         std::cout << json::serialize(arr) << "\n";
       } else {
         for (const auto& t : *list) {
           std::cout << uuid_to_string(t.token_id) << "  device " << uuid_to_string(t.device_id)
-                    << "  user " << uuid_to_string(t.user_id) << "  expires " << iso_time(t.expires_at)
-                    << "  uses " << t.uses_left << "/" << t.authorized_uses;
+                    << "  user " << uuid_to_string(t.user_id) << "  expires "
+                    << iso_time(t.expires_at) << "  uses " << t.uses_left << "/"
+                    << t.authorized_uses;
           if (t.dead) std::cout << "  dead (" << error_name(t.dead_reason) << ")";
           std::cout << "\n";
         }
@@ -322,12 +347,12 @@ int main(int argc, char** argv) {
     const ClientOptions opts = client_options(g);
     if (*pair || *status) {
       const bool pairing = pair->parsed();
-      auto st = with_link<Step<StatusReply>>(link, [&](transport::MessageLink& l)
-                                                       -> asio::awaitable<Step<StatusReply>> {
-        HostClient client(l, *cache, opts, wall_now);
-        if (pairing) co_return co_await client.pair(link);
-        co_return co_await client.status();
-      });
+      auto st = with_link<Step<StatusReply>>(
+          link, [&](transport::MessageLink& l) -> asio::awaitable<Step<StatusReply>> {
+            HostClient client(l, *cache, opts, wall_now);
+            if (pairing) co_return co_await client.pair(link);
+            co_return co_await client.status();
+          });
       if (st.index() == 1) return finish(std::get<1>(st));
       const auto& reply = std::get<0>(st);
       if (as_json) {
@@ -359,19 +384,19 @@ int main(int argc, char** argv) {
       auto dev = cache->device_by_endpoint(link);
       if (!dev) throw Fatal{kExitUsage, "token cache: " + cache->last_error()};
       if (!dev->has_value()) {
-        throw Fatal{kExitUsage, "no device paired on " + link + ": run `tollgate-host pair --link " +
-                                    link + "` first"};
+        throw Fatal{kExitUsage, "no device paired on " + link +
+                                    ": run `tollgate-host pair --link " + link + "` first"};
       }
       const std::string p = passphrase(pass_file, false);
       auto key = store.load(uid, p);
       if (key.index() == 1) throw Fatal{kExitUsage, std::get<1>(key).message};
       const auto& user_key = std::get<0>(key);
       const Bytes device_id = (*dev)->device_id;
-      auto report = with_link<RunReport>(link, [&](transport::MessageLink& l)
-                                                   -> asio::awaitable<RunReport> {
-        HostClient client(l, *cache, opts, wall_now);
-        co_return co_await client.run(device_id, uid, user_key, *spec);
-      });
+      auto report =
+          with_link<RunReport>(link, [&](transport::MessageLink& l) -> asio::awaitable<RunReport> {
+            HostClient client(l, *cache, opts, wall_now);
+            co_return co_await client.run(device_id, uid, user_key, *spec);
+          });
       for (const auto& n : report.notes) std::cerr << "  " << n << "\n";
       if (report.outcome != Outcome::kOk) {
         if (report.outcome == Outcome::kDenied && !report.response.result().empty()) {

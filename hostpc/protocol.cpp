@@ -32,8 +32,8 @@ Result<v1::StatusReport> verify_status(ByteView signed_status, ByteView challeng
     if (!unverified.ParseFromString(envelope->body())) return v1::ERROR_MALFORMED;
     auto key = crypto::PublicKey::from_spki_der(as_bytes(unverified.device_public_key()));
     if (!key) return key.error();
-    auto r = verify_and_parse<v1::StatusReport>(*envelope, v1::Signed::TYPE_STATUS_RESPONSE,
-                                                *key, policy);
+    auto r = verify_and_parse<v1::StatusReport>(*envelope, v1::Signed::TYPE_STATUS_RESPONSE, *key,
+                                                policy);
     if (!r) return r.error();
     report = std::move(*r);
   }

@@ -26,8 +26,9 @@ constexpr std::size_t kMaxTokensPerOffer = 8;
 
 // Exit statuses of tollgate-host (the contract's numbering).
 constexpr int kExitOk = 0;
-constexpr int kExitUsage = 1;    // usage or other local error
-constexpr int kExitDenied = 2;   // the device refused (not for lack of a token) or the command FAILED
+constexpr int kExitUsage = 1;  // usage or other local error
+constexpr int kExitDenied =
+    2;  // the device refused (not for lack of a token) or the command FAILED
 constexpr int kExitNoToken = 3;  // no usable cached token left
 constexpr int kExitLink = 4;     // link failure: deadlines, transport errors
 constexpr int kExitForged = 5;   // forged or unverifiable response, pin mismatch

@@ -35,19 +35,21 @@ v1::AuditRecord audit_record_from_event(const AuditEvent& event) {
       r.set_kind(v1::AuditRecord::KIND_OFFER_TOKEN);
       break;
     case AuditEvent::Kind::kAuthorizeCommand:
-    case AuditEvent::Kind::kReplay:
       r.set_kind(v1::AuditRecord::KIND_COMMAND);
       break;
+    case AuditEvent::Kind::kReplay:
+      r.set_kind(v1::AuditRecord::KIND_REPLAY);
+      break;
     case AuditEvent::Kind::kAuditEventsDropped:
-      // The wire record has no kind or count for this yet; a rejected record with
-      // ERROR_STORAGE at least shows the gap in the log.
-      r.set_kind(v1::AuditRecord::KIND_UNSPECIFIED);
+      r.set_kind(v1::AuditRecord::KIND_AUDIT_EVENTS_DROPPED);
       break;
   }
   r.set_time(event.at);
   if (event.kind == AuditEvent::Kind::kAuditEventsDropped) {
+    // The gap in the log is itself logged: how many rejections storage lost.
     r.set_accepted(false);
     r.set_reason(v1::ERROR_STORAGE);
+    r.set_count(event.count);
     return r;
   }
   r.set_accepted(event.accepted);
@@ -151,6 +153,10 @@ std::string_view audit_kind_name(v1::AuditRecord::Kind kind) {
       return "boot";
     case v1::AuditRecord::KIND_EXECUTION:
       return "execution";
+    case v1::AuditRecord::KIND_REPLAY:
+      return "replay";
+    case v1::AuditRecord::KIND_AUDIT_EVENTS_DROPPED:
+      return "audit-events-dropped";
     default:
       return "unspecified";
   }

@@ -32,8 +32,8 @@ std::int64_t Backoff::delay_for(std::uint32_t failures) const {
 Backoff::Step Backoff::on_failure(std::int64_t now_us) {
   // Compared as a difference so a wrapped or restarted monotonic clock only
   // ever resets the count, never extends it.
-  if (failures_ > 0 && (now_us - last_failure_us_ > config_.forget_after_us ||
-                        now_us < last_failure_us_)) {
+  if (failures_ > 0 &&
+      (now_us - last_failure_us_ > config_.forget_after_us || now_us < last_failure_us_)) {
     on_verified();
   }
   if (failures_ < UINT32_MAX) ++failures_;

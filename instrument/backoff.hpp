@@ -19,9 +19,9 @@
 namespace tollgate::instrument {
 
 struct BackoffConfig {
-  std::uint32_t threshold = 3;             // consecutive failures before the first delay
-  std::int64_t initial_us = 50'000;        // first delay
-  std::int64_t max_us = 2'000'000;         // cap
+  std::uint32_t threshold = 3;                // consecutive failures before the first delay
+  std::int64_t initial_us = 50'000;           // first delay
+  std::int64_t max_us = 2'000'000;            // cap
   std::int64_t forget_after_us = 60'000'000;  // no failure for this long -> count reset
 };
 
@@ -33,7 +33,7 @@ bool counts_as_auth_failure(Error e);
 class Backoff {
  public:
   struct Step {
-    std::int64_t delay_us = 0;  // wait this long before sending the reply
+    std::int64_t delay_us = 0;   // wait this long before sending the reply
     std::uint32_t failures = 0;  // consecutive failures so far, this one included
     // True when the delay just started or grew: the caller records it in the audit log
     // (once per doubling, so a flood adds a bounded number of records).

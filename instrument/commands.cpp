@@ -76,7 +76,13 @@ CommandOutcome do_run_assay(CommandContext& ctx, const CommandArguments& args) {
   r.request_hash.assign(h.begin(), h.begin() + 16);
   // The result and the record of its execution land in one transaction.
   ctx.execution.set_accepted(true);
-  auto id = ctx.store->put_result(r, {ctx.execution});
+  // The id is the charge's idempotency sequence, durable since the charge: a
+  // result row written lazily and lost in a power cut never has its id reused.
+  if (auto it = ctx.gateway_state.idempotency.find(ctx.decision.key);
+      it != ctx.gateway_state.idempotency.end()) {
+    r.id = it->second.sequence;
+  }
+  auto id = ctx.store->put_result(r, {ctx.execution}, Durability::kLazy);
   if (!id) {
     ctx.execution.set_accepted(false);
     ctx.execution.set_reason(v1::ERROR_COMMAND_FAILED);

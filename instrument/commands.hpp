@@ -66,6 +66,7 @@ struct SimulatedInstrument {
 struct CommandContext {
   UnixTime now = 0;
   const Decision& decision;
+  const DeviceState& gateway_state;  // after the charge (idempotency sequence etc.)
   SqliteStore* store = nullptr;
   SimulatedInstrument& instrument;
   v1::AuditRecord& execution;
@@ -75,7 +76,9 @@ struct CommandContext {
 struct CommandOutcome {
   Error error = v1::ERROR_UNSPECIFIED;  // UNSPECIFIED = success; else the command FAILED
   std::string result;                   // short: it travels in every response
-  static CommandOutcome ok(std::string result) { return {v1::ERROR_UNSPECIFIED, std::move(result)}; }
+  static CommandOutcome ok(std::string result) {
+    return {v1::ERROR_UNSPECIFIED, std::move(result)};
+  }
   static CommandOutcome failed(Error e, std::string why) { return {e, std::move(why)}; }
 };
 

@@ -36,8 +36,7 @@ struct Reader {
     if (!v.is_integer()) return fail(where + key, "must be an integer");
     std::int64_t x = v.as_integer();
     if (x < min || x > max) {
-      return fail(where + key,
-                  "must be in " + std::to_string(min) + ".." + std::to_string(max));
+      return fail(where + key, "must be in " + std::to_string(min) + ".." + std::to_string(max));
     }
     out = static_cast<T>(x * scale);
   }

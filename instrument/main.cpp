@@ -85,12 +85,12 @@ int cmd_run(const std::string& state, const std::vector<std::string>& links,
   if (!store) throw CliError("database: " + why_or(why, store.error()));
   std::vector<tollgate::crypto::PublicKey> masters;
   for (const auto& m : identity->master_keys) masters.push_back(m.clone());
-  auto gateway = tollgate::Gateway::open(identity->device_id, std::move(masters), config.policy,
-                                         **store);
+  auto gateway =
+      tollgate::Gateway::open(identity->device_id, std::move(masters), config.policy, **store);
   if (!gateway) {
-    throw CliError("cannot load the trust state: " +
-                   std::string(tollgate::error_name(gateway.error())) + " " +
-                   (*store)->last_error());
+    throw CliError(
+        "cannot load the trust state: " + std::string(tollgate::error_name(gateway.error())) + " " +
+        (*store)->last_error());
   }
   std::string firmware = config.firmware_version.value_or(identity->firmware_version);
   ti::InstrumentService service(*gateway, **store, identity->device_key, firmware,
@@ -108,7 +108,8 @@ int cmd_run(const std::string& state, const std::vector<std::string>& links,
   options.log = [](const std::string& line) {
     std::cerr << "tollgate-instrument: " << line << std::endl;
   };
-  ti::Server server(io, service, [&clock] { return clock.now(); }, options);
+  ti::Server server(
+      io, service, [&clock] { return clock.now(); }, options);
   server.handle_signals();
   if (auto err = server.open(links)) throw CliError("cannot open link " + *err);
   server.start();
@@ -163,8 +164,8 @@ int main(int argc, char** argv) {
   bool new_id = false, verify = false;
   std::uint64_t from = 0;
 
-  auto* prov = app.add_subcommand("provision",
-                                  "Create the device key pair and trust store (once, at manufacture)");
+  auto* prov = app.add_subcommand(
+      "provision", "Create the device key pair and trust store (once, at manufacture)");
   prov->add_option("--state", state, "State directory")->required();
   prov->add_option("--master", masters, "Master public key (PEM); repeat for several")
       ->required()
@@ -178,8 +179,9 @@ int main(int argc, char** argv) {
 
   auto* run = app.add_subcommand("run", "Serve the protocol on every link given");
   run->add_option("--state", state, "State directory (provisioned)")->required();
-  run->add_option("--link", links, "Endpoint, e.g. vbus:/tmp/bus.sock?tx=0x6A8&rx=0x6A0 or "
-                                    "serial:/dev/ttyUSB0; repeat for several")
+  run->add_option("--link", links,
+                  "Endpoint, e.g. vbus:/tmp/bus.sock?tx=0x6A8&rx=0x6A0 or "
+                  "serial:/dev/ttyUSB0; repeat for several")
       ->required();
   run->add_option("--config", config, "TOML configuration file")->check(CLI::ExistingFile);
   run->add_option("--clock", clock, "Clock source: system | file:PATH (overrides the config)");

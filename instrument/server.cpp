@@ -23,8 +23,7 @@ struct Server::Link {
   }
 };
 
-Server::Server(asio::io_context& io, InstrumentService& service, Clock clock,
-               ServerOptions options)
+Server::Server(asio::io_context& io, InstrumentService& service, Clock clock, ServerOptions options)
     : io_(io),
       service_(service),
       clock_(std::move(clock)),

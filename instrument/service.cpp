@@ -8,14 +8,18 @@
 namespace tollgate::instrument {
 namespace {
 
-std::string str(ByteView b) { return std::string(as_chars(b)); }
+std::string str(ByteView b) {
+  return std::string(as_chars(b));
+}
 
 Bytes hash16(ByteView bytes) {
   auto h = crypto::sha256(bytes);
   return Bytes(h.begin(), h.begin() + kRequestHashSize);
 }
 
-Bytes to_bytes(const std::string& s) { return Bytes(s.begin(), s.end()); }
+Bytes to_bytes(const std::string& s) {
+  return Bytes(s.begin(), s.end());
+}
 
 // Rejections that happen before a signature is checked (or for reasons that
 // say nothing about the signer): they neither count against the link nor
@@ -39,9 +43,15 @@ bool is_neutral(Error e) {
 Bytes device_message(DeviceMessageKind kind, ByteView signed_bytes) {
   v1::DeviceMessage m;
   switch (kind) {
-    case DeviceMessageKind::kStatus: m.set_status(str(signed_bytes)); break;
-    case DeviceMessageKind::kResponse: m.set_response(str(signed_bytes)); break;
-    case DeviceMessageKind::kAuditExport: m.set_audit_export(str(signed_bytes)); break;
+    case DeviceMessageKind::kStatus:
+      m.set_status(str(signed_bytes));
+      break;
+    case DeviceMessageKind::kResponse:
+      m.set_response(str(signed_bytes));
+      break;
+    case DeviceMessageKind::kAuditExport:
+      m.set_audit_export(str(signed_bytes));
+      break;
   }
   return to_bytes(m.SerializeAsString());
 }
@@ -72,7 +82,11 @@ Status InstrumentService::boot(UnixTime clock) {
   return {};
 }
 
-Status InstrumentService::idle(UnixTime clock) { return gateway_.flush(clock); }
+Status InstrumentService::idle(UnixTime clock) {
+  Status flushed = gateway_.flush(clock);
+  Status synced = store_.sync();
+  return flushed ? synced : flushed;
+}
 
 Bytes InstrumentService::sign(v1::Signed::Type type, const google::protobuf::MessageLite& body) {
   std::string raw = body.SerializeAsString();
@@ -128,13 +142,18 @@ Bytes InstrumentService::handle(ByteView host_message, UnixTime clock, LinkConte
     return device_error_message(v1::ERROR_MALFORMED);
   }
   switch (m.kind_case()) {
-    case v1::HostMessage::kGetStatus: return on_status(m.get_status(), clock);
+    case v1::HostMessage::kGetStatus:
+      return on_status(m.get_status(), clock);
     case v1::HostMessage::kInstallAuthorization:
       return on_install(m.install_authorization(), clock, link);
-    case v1::HostMessage::kOfferTokens: return on_offer(m.offer_tokens(), clock, link);
-    case v1::HostMessage::kCommand: return on_command(m.command(), clock, link);
-    case v1::HostMessage::kExportAudit: return on_export(m.export_audit(), clock);
-    case v1::HostMessage::KIND_NOT_SET: break;
+    case v1::HostMessage::kOfferTokens:
+      return on_offer(m.offer_tokens(), clock, link);
+    case v1::HostMessage::kCommand:
+      return on_command(m.command(), clock, link);
+    case v1::HostMessage::kExportAudit:
+      return on_export(m.export_audit(), clock);
+    case v1::HostMessage::KIND_NOT_SET:
+      break;
   }
   return device_error_message(v1::ERROR_MALFORMED);
 }
@@ -280,7 +299,7 @@ Bytes InstrumentService::on_command(const std::string& signed_request, UnixTime 
 
   CommandOutcome outcome;
   const CommandSpec* spec = registry_.find(d.request.command());
-  CommandContext ctx{now, d, &store_, instrument_, execution, false};
+  CommandContext ctx{now, d, gateway_.state(), &store_, instrument_, execution, false};
   if (spec == nullptr) {
     outcome = CommandOutcome::failed(v1::ERROR_COMMAND_FAILED, "no handler");
   } else {
@@ -290,8 +309,9 @@ Bytes InstrumentService::on_command(const std::string& signed_request, UnixTime 
   if (!ctx.execution_recorded) {
     execution.set_accepted(outcome.error == v1::ERROR_UNSPECIFIED);
     if (outcome.error != v1::ERROR_UNSPECIFIED) execution.set_reason(outcome.error);
-    // The charge is already durable; losing this record only under-reports.
-    (void)store_.append_audit({std::move(execution)});
+    // Lazy: made durable by the next charge, the idle flush or an export. The
+    // charge is already durable; a power cut losing this record only under-reports.
+    (void)store_.append_audit({std::move(execution)}, Durability::kLazy);
   }
 
   if (outcome.error == v1::ERROR_UNSPECIFIED) {
@@ -312,9 +332,9 @@ Bytes InstrumentService::on_command(const std::string& signed_request, UnixTime 
 Bytes InstrumentService::on_export(const v1::HostMessage::ExportAudit& m, UnixTime clock) {
   // Events of rejections still waiting in memory belong in the export.
   (void)gateway_.flush(clock);
-  std::size_t max = m.max_records() == 0 ? kMaxAuditRecordsPerExport
-                                         : std::min<std::size_t>(m.max_records(),
-                                                                 kMaxAuditRecordsPerExport);
+  std::size_t max = m.max_records() == 0
+                        ? kMaxAuditRecordsPerExport
+                        : std::min<std::size_t>(m.max_records(), kMaxAuditRecordsPerExport);
   auto records = store_.audit_records(m.from_seq(), max);
   if (!records) return device_error_message(records.error());
   v1::AuditExport e;

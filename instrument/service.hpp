@@ -66,7 +66,8 @@ class InstrumentService {
 
   // Appends the KIND_BOOT record (firmware version in `command`).
   Status boot(UnixTime clock);
-  // Commits what the gateway holds in memory (responses, queued audit events).
+  // Commits what the gateway holds in memory (responses, queued audit events)
+  // and makes the store's lazy writes (execution records, results) durable.
   // The server calls it when idle and before shutdown.
   Status idle(UnixTime clock);
 

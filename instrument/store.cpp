@@ -112,6 +112,7 @@ ByteView view(const std::array<std::uint8_t, N>& a) {
 struct SqliteStore::Db {
   sqlite3* handle = nullptr;
   bool read_only = false;
+  bool durable = true;
 
   StmtPtr begin, commit, rollback;
   StmtPtr auth_put, auth_del, revoked_put;
@@ -187,10 +188,9 @@ struct SqliteStore::Db {
            prepare(audit_put, "INSERT INTO audit (seq, record, hash) VALUES (?1, ?2, ?3)") &&
            prepare(audit_range, "SELECT record FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2") &&
            prepare(audit_all, "SELECT seq, record, hash FROM audit ORDER BY seq") &&
-           prepare(
-               result_put,
-               "INSERT INTO results (created_at, protocol, sample, value, token_id, request_hash)"
-               " VALUES (?1, ?2, ?3, ?4, ?5, ?6)") &&
+           prepare(result_put,
+                   "INSERT INTO results (created_at, protocol, sample, value, token_id,"
+                   " request_hash, id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)") &&
            prepare(result_get,
                    "SELECT id, created_at, protocol, sample, value, token_id, request_hash"
                    " FROM results WHERE id = ?1") &&
@@ -217,6 +217,7 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string& path, 
 
   auto db = std::make_unique<Db>();
   db->read_only = options.read_only;
+  db->durable = options.durable;
   const int flags =
       (options.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
       SQLITE_OPEN_NOMUTEX;
@@ -388,11 +389,25 @@ Result<DeviceState> SqliteStore::load() {
 }
 
 template <class Body>
-Status SqliteStore::write_transaction(std::vector<v1::AuditRecord>& audit, Body&& body) {
+Status SqliteStore::write_transaction(std::vector<v1::AuditRecord>& audit, Durability durability,
+                                      Body&& body) {
   if (db_->read_only) {
     last_error_ = "the store is open read-only";
     return v1::ERROR_STORAGE;
   }
+  // synchronous is a connection setting read at COMMIT; it is switched outside
+  // the transaction and always switched back, so only this one write is lazy.
+  // (Not a cached statement: SQLite applies this pragma when it is prepared,
+  // not when it is stepped.)
+  const bool lazy = durability == Durability::kLazy;
+  struct Restore {
+    Db& db;
+    bool active;
+    ~Restore() {
+      if (active) db.exec(db.durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+    }
+  } restore{*db_, lazy};
+  if (lazy && !db_->exec("PRAGMA synchronous=NORMAL")) return fail("synchronous");
   {
     Use begin(db_->begin.get());
     if (!begin.run()) return fail("begin");
@@ -418,6 +433,8 @@ Status SqliteStore::write_transaction(std::vector<v1::AuditRecord>& audit, Body&
     if (!commit.run()) return abort(fail("commit"));
   }
   ++writes_;
+  // A durable commit syncs the whole WAL, earlier lazy frames included.
+  lazy_pending_ = lazy || (lazy_pending_ && !db_->durable);
   return {};
 }
 
@@ -456,7 +473,7 @@ Status SqliteStore::commit(const StateDelta& delta) {
   audit.reserve(delta.audit.size());
   for (const AuditEvent& e : delta.audit) audit.push_back(audit_record_from_event(e));
 
-  return write_transaction(audit, [&]() -> Status {
+  return write_transaction(audit, Durability::kDurable, [&]() -> Status {
     Db& d = *db_;
     for (std::uint64_t id : delta.authorizations_removed) {
       Use del(d.auth_del.get());
@@ -534,16 +551,33 @@ Status SqliteStore::commit(const StateDelta& delta) {
   });
 }
 
-Result<AuditHead> SqliteStore::append_audit(std::vector<v1::AuditRecord> records) {
+Result<AuditHead> SqliteStore::append_audit(std::vector<v1::AuditRecord> records,
+                                            Durability durability) {
   if (records.empty()) return head_;
-  if (Status st = write_transaction(records, [] { return Status{}; }); !st) return st.error();
+  if (Status st = write_transaction(records, durability, [] { return Status{}; }); !st) {
+    return st.error();
+  }
   return head_;
+}
+
+Status SqliteStore::sync() {
+  if (!lazy_pending_) return {};
+  std::vector<v1::AuditRecord> none;
+  // Rewriting one row is enough: committing it syncs every frame before it.
+  return write_transaction(none, Durability::kDurable, [&]() -> Status {
+    Use put(db_->meta_put.get());
+    if (!put.bind_text(1, "audit_head_seq") || !put.bind(2, to_db(head_.seq)) || !put.run()) {
+      return fail("sync");
+    }
+    return {};
+  });
 }
 
 Result<std::vector<v1::AuditRecord>> SqliteStore::audit_records(std::uint64_t from_seq,
                                                                 std::size_t max) {
   std::vector<v1::AuditRecord> out;
   if (max == 0) return out;
+  if (Status st = sync(); !st) return st.error();
   const auto limit = static_cast<std::int64_t>(
       std::min<std::size_t>(max, static_cast<std::size_t>(std::numeric_limits<int>::max())));
   Use q(db_->audit_range.get());
@@ -629,11 +663,18 @@ Status SqliteStore::verify_audit_chain(std::string* why) {
 }
 
 Result<std::uint64_t> SqliteStore::put_result(const AssayResult& result,
-                                              std::vector<v1::AuditRecord> audit) {
+                                              std::vector<v1::AuditRecord> audit,
+                                              Durability durability) {
+  if (result.id > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+    last_error_ = "result id out of range";
+    return v1::ERROR_STORAGE;
+  }
   std::uint64_t id = 0;
-  Status st = write_transaction(audit, [&]() -> Status {
+  Status st = write_transaction(audit, durability, [&]() -> Status {
     Use put(db_->result_put.get());
-    if (!put.bind(1, result.created_at) || !put.bind_text(2, result.protocol) ||
+    // NULL lets SQLite pick max(id) + 1.
+    const bool bound_id = result.id == 0 ? put.bind_null(7) : put.bind(7, to_db(result.id));
+    if (!bound_id || !put.bind(1, result.created_at) || !put.bind_text(2, result.protocol) ||
         !put.bind_text(3, result.sample) || !put.bind_text(4, result.value) ||
         !put.bind(5, view(result.token_id)) || !put.bind(6, view(result.request_hash)) ||
         !put.run()) {
@@ -670,6 +711,15 @@ Result<std::uint64_t> SqliteStore::count_results() {
   Use q(db_->result_count.get());
   if (q.step() != SQLITE_ROW) return fail("results").error();
   return from_db_u64(q.i64(0));
+}
+
+Result<std::int64_t> SqliteStore::query_pragma(const std::string& name) {
+  const bool known = name == "synchronous" || name == "foreign_keys" || name == "busy_timeout" ||
+                     name == "application_id" || name == "wal_autocheckpoint";
+  if (!known) return v1::ERROR_MALFORMED;
+  auto v = db_->query_int(("PRAGMA " + name).c_str());
+  if (!v) return fail("pragma").error();
+  return *v;
 }
 
 Status SqliteStore::integrity_check(std::string* why) {

@@ -13,9 +13,17 @@
 // record.hash = SHA-256(prev_hash || record serialized with `hash` empty), the
 // first record's prev_hash is 32 zero bytes (see instrument/audit.hpp).
 //
+// Two durability classes for the instrument's own writes (Durability below):
+// kDurable fsyncs before returning; kLazy is atomic and ordered, survives a
+// crash of the process (SIGKILL) but not necessarily a power cut, until the next
+// durable write, which makes it durable too (the WAL is append-only: a power cut
+// loses at most a suffix of lazy writes, never one from the middle). Gateway
+// commits (charges) are always durable.
+//
 // Schema versions: the database carries its schema version; a database written
 // by a newer firmware (a version this build does not know) is refused with
-// ERROR_UNSUPPORTED_VERSION rather than misread. An older one is migrated.
+// ERROR_UNSUPPORTED_VERSION rather than misread. (Version 1 is the first
+// schema; a later build migrates older databases in open().)
 //
 // Not thread-safe: one SqliteStore per database, used from one thread (the
 // instrument's io_context). Another process may read the same file (WAL) with a
@@ -39,9 +47,19 @@
 
 namespace tollgate::instrument {
 
+enum class Durability {
+  kDurable,  // on disk when the call returns
+  kLazy,     // written now, made durable by the next durable write or sync()
+};
+
 // One result of the simulated `run-assay` command.
 struct AssayResult {
-  std::uint64_t id = 0;  // assigned by put_result (1, 2, ...); ignored on input
+  // 0 on input = the next free id (max + 1). A caller that writes lazily should
+  // pass an id that was made durable before, e.g. the charge's idempotency
+  // sequence (IdempotencyRecord::sequence): an id taken from max + 1 could be
+  // handed out again after a power cut lost the lazy row. Use one scheme per
+  // database.
+  std::uint64_t id = 0;
   UnixTime created_at = 0;
   std::string protocol;
   std::string sample;
@@ -95,9 +113,12 @@ class SqliteStore final : public Storage {
   // Appends instrument-only records (KIND_BOOT, KIND_EXECUTION, KIND_RATE_LIMIT)
   // in their own transaction. The caller fills everything but seq, prev_hash and
   // hash, which the store assigns. Returns the new head.
-  Result<AuditHead> append_audit(std::vector<v1::AuditRecord> records);
+  Result<AuditHead> append_audit(std::vector<v1::AuditRecord> records,
+                                 Durability durability = Durability::kDurable);
   // Up to `max` records with seq >= from_seq, in order (fewer at the end of the
   // log; none when from_seq is past the head). from_seq 0 reads from the start.
+  // Calls sync() first when lazy writes are pending, so no record leaves the
+  // device that a power cut could still take back (its seq would be reused).
   Result<std::vector<v1::AuditRecord>> audit_records(std::uint64_t from_seq, std::size_t max);
   // The newest record's seq and hash ({0, zeros} for an empty log). Served from
   // memory: no database round trip. It is the head as of open() or this store's
@@ -113,19 +134,31 @@ class SqliteStore final : public Storage {
 
   // --- Simulated assay results ----------------------------------------------
 
-  // Stores `result` (its id is ignored) and returns the id it was given. The
-  // optional `audit` records (e.g. KIND_EXECUTION) are appended in the SAME
-  // transaction, so a result never exists without its audit record.
+  // Stores `result` and returns its id (result.id, or the next free id when 0;
+  // ERROR_STORAGE if that id is taken). The optional `audit` records (e.g.
+  // KIND_EXECUTION) are appended in the SAME transaction, so a result never
+  // exists without its audit record.
   Result<std::uint64_t> put_result(const AssayResult& result,
-                                   std::vector<v1::AuditRecord> audit = {});
+                                   std::vector<v1::AuditRecord> audit = {},
+                                   Durability durability = Durability::kDurable);
   // nullopt when no result has that id.
   Result<std::optional<AssayResult>> get_result(std::uint64_t id);
   Result<std::uint64_t> count_results();
 
   // --- Maintenance ----------------------------------------------------------
 
+  // Makes every lazy write durable now (one fsync'd transaction); does nothing
+  // when none is pending. Call it before shutdown and before anything leaves
+  // the device that refers to lazily written rows.
+  Status sync();
+  bool lazy_writes_pending() const { return lazy_pending_; }
+
   // PRAGMA integrity_check; ERROR_STORAGE (why = SQLite's report) unless "ok".
   Status integrity_check(std::string* why = nullptr);
+  // The value of a connection setting, for diagnostics and tests: one of
+  // "synchronous" (2 = FULL), "foreign_keys", "busy_timeout", "application_id",
+  // "wal_autocheckpoint"; ERROR_MALFORMED for any other name.
+  Result<std::int64_t> query_pragma(const std::string& name);
   // The SQLite message of the last failure ("" if none yet).
   const std::string& last_error() const { return last_error_; }
   const std::string& path() const { return path_; }
@@ -149,7 +182,7 @@ class SqliteStore final : public Storage {
   // Runs `body` inside BEGIN IMMEDIATE ... COMMIT, chaining `audit` after it;
   // rolls back (and restores head_) on any failure.
   template <class Body>
-  Status write_transaction(std::vector<v1::AuditRecord>& audit, Body&& body);
+  Status write_transaction(std::vector<v1::AuditRecord>& audit, Durability durability, Body&& body);
   Status append_chained(std::vector<v1::AuditRecord>& audit);
   Status fail(const char* what);
 
@@ -160,6 +193,7 @@ class SqliteStore final : public Storage {
   std::uint64_t writes_ = 0;
   std::size_t fail_countdown_ = 0;
   bool fail_all_ = false;
+  bool lazy_pending_ = false;  // lazy writes committed since the last durable one
 };
 
 }  // namespace tollgate::instrument

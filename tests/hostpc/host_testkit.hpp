@@ -7,6 +7,7 @@
 
 #include <doctest/doctest.h>
 
+#include <unistd.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <deque>
@@ -15,7 +16,6 @@
 #include <optional>
 #include <set>
 #include <string>
-#include <unistd.h>
 
 #include "gateway/crypto.hpp"
 #include "gateway/signed.hpp"
@@ -45,7 +45,9 @@ inline Bytes uuid(std::uint8_t tag, std::uint8_t kind = 0x70) {
   u[15] = tag;
   return u;
 }
-inline std::string str(ByteView b) { return std::string(as_chars(b)); }
+inline std::string str(ByteView b) {
+  return std::string(as_chars(b));
+}
 
 inline Bytes sign_bytes(ObjectType type, const google::protobuf::MessageLite& body,
                         const crypto::PrivateKey& key) {
@@ -101,9 +103,10 @@ struct TempDir {
 class FakeDevice {
  public:
   // Named misbehaviour switches.
-  bool silent = false;          // never answers
-  int drop_replies = 0;         // answers this many messages, but the answers are lost
-  bool flip_reply_bit = false;  // flips one bit of the signed body in every answer
+  bool silent = false;             // never answers
+  int drop_replies = 0;            // answers this many messages, but the answers are lost
+  bool duplicate_replies = false;  // every answer arrives twice (answered original and resend)
+  bool flip_reply_bit = false;     // flips one bit of the signed body in every answer
   bool wrong_request_hash = false;
   bool sign_with_other_key = false;  // signs answers with a key that is not the pinned one
   std::set<std::uint64_t> revoked_authorizations;
@@ -276,7 +279,8 @@ class FakeDevice {
     resp.set_status(v1::CommandResponse::STATUS_OK);
     resp.set_uses_left(best->uses_left);
     std::string result = "ok " + req.command();
-    for (const auto& [k, v] : req.arguments()) result += " " + k + "=" + v;
+    const std::map<std::string, std::string> sorted(req.arguments().begin(), req.arguments().end());
+    for (const auto& [k, v] : sorted) result += " " + k + "=" + v;
     resp.set_result(result);
     std::string signed_resp = respond(resp, bytes);
     replies_[key_bytes] = signed_resp;
@@ -298,6 +302,7 @@ class FakeLink : public transport::MessageLink {
       if (device_.drop_replies > 0) {
         --device_.drop_replies;
       } else {
+        if (device_.duplicate_replies) inbox_.push_back(reply);
         inbox_.push_back(std::move(reply));
       }
     }

@@ -183,8 +183,8 @@ TEST_CASE("the cache survives a reopen") {
   {
     auto c = TokenCache::open(dir.str("cache.db"));
     REQUIRE(c.ok());
-    REQUIRE((*c)->import_token(make_token(cloud, uuid(1), uuid(1, 0xDE), uuid(1, 5), user_key, 2,
-                                          kT0 + kDay))
+    REQUIRE((*c)->import_token(
+                    make_token(cloud, uuid(1), uuid(1, 0xDE), uuid(1, 5), user_key, 2, kT0 + kDay))
                 .ok());
   }
   auto c = TokenCache::open(dir.str("cache.db"));
@@ -236,8 +236,7 @@ TEST_CASE("token lookup among many cached tokens is index-backed (bench hook: 10
     REQUIRE(u.ok());
     REQUIRE(u->size() == 1);
   }
-  const auto per = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() -
-                                                             start) /
-                   lookups;
+  const auto per =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start) / lookups;
   if (bench) std::cout << n << " cached tokens: lookup " << per.count() << " us mean\n";
 }

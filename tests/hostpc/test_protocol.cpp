@@ -40,7 +40,8 @@ TEST_CASE("named arguments become the arguments map") {
   auto s = parse_command_args({"run-assay", "--protocol", "elisa", "--sample=S1"}, &err);
   REQUIRE(s.has_value());
   CHECK(s->command == "run-assay");
-  CHECK(s->arguments == std::map<std::string, std::string>{{"protocol", "elisa"}, {"sample", "S1"}});
+  CHECK(s->arguments ==
+        std::map<std::string, std::string>{{"protocol", "elisa"}, {"sample", "S1"}});
 }
 
 TEST_CASE("one bare value becomes argument id") {
@@ -97,8 +98,8 @@ TEST_CASE("flipping any bit of a device response gets it refused") {
 TEST_CASE("a response bound to another request is refused") {
   auto device = make_key();
   const Bytes other = {0x0a, 0x01, 0x02, 0x04};
-  auto r = verify_response(signed_response(device, other), request_hash(kRequest),
-                           device.public_key());
+  auto r =
+      verify_response(signed_response(device, other), request_hash(kRequest), device.public_key());
   CHECK(r.error() == v1::ERROR_BAD_SIGNATURE);
 }
 
@@ -112,8 +113,8 @@ TEST_CASE("a response signed by a key other than the pinned one is refused") {
 
 TEST_CASE("a signed status report is not accepted as a command response") {
   auto device = make_key();
-  auto r = verify_response(signed_status(device, kRequest), request_hash(kRequest),
-                           device.public_key());
+  auto r =
+      verify_response(signed_status(device, kRequest), request_hash(kRequest), device.public_key());
   CHECK(r.error() == v1::ERROR_WRONG_TYPE);
 }
 

@@ -162,7 +162,7 @@ TEST_CASE("gateway decisions map to audit records field by field") {
   replay.kind = AuditEvent::Kind::kReplay;
   replay.accepted = true;
   replay.reason = v1::ERROR_UNSPECIFIED;
-  CHECK(audit_record_from_event(replay).kind() == v1::AuditRecord::KIND_COMMAND);
+  CHECK(audit_record_from_event(replay).kind() == v1::AuditRecord::KIND_REPLAY);
   CHECK(audit_record_from_event(replay).uses_charged() == 0);
 
   AuditEvent dropped;
@@ -170,6 +170,8 @@ TEST_CASE("gateway decisions map to audit records field by field") {
   dropped.count = 3;
   dropped.at = kT0;
   const auto d = audit_record_from_event(dropped);
+  CHECK(d.kind() == v1::AuditRecord::KIND_AUDIT_EVENTS_DROPPED);
+  CHECK(d.count() == 3);
   CHECK_FALSE(d.accepted());
   CHECK(d.reason() == v1::ERROR_STORAGE);
   CHECK(d.time() == kT0);

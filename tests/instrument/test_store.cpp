@@ -376,6 +376,27 @@ TEST_CASE("the database is in WAL mode and reports itself intact") {
   CHECK(store->integrity_check().ok());
 }
 
+TEST_CASE("commits are fsync'd (synchronous=FULL) before and after lazy writes") {
+  TempDir dir;
+  auto store = open_store(dir.db());
+  CHECK(store->query_pragma("synchronous").value() == 2);
+  CHECK(store->query_pragma("foreign_keys").value() == 1);
+  CHECK(store->query_pragma("busy_timeout").value() == 5000);
+  REQUIRE(store->append_audit({v1::AuditRecord{}}, instrument::Durability::kLazy).ok());
+  CHECK(store->query_pragma("synchronous").value() == 2);
+  store->fail_write(1);
+  CHECK_FALSE(store->append_audit({v1::AuditRecord{}}, instrument::Durability::kLazy).ok());
+  CHECK(store->query_pragma("synchronous").value() == 2);
+  CHECK(store->query_pragma("journal_mode; DROP TABLE audit").error() == v1::ERROR_MALFORMED);
+
+  SqliteStore::Options fast;
+  fast.durable = false;
+  auto other = open_store((dir.path / "fast.db").string(), fast);
+  CHECK(other->query_pragma("synchronous").value() == 1);
+  REQUIRE(other->append_audit({v1::AuditRecord{}}, instrument::Durability::kLazy).ok());
+  CHECK(other->query_pragma("synchronous").value() == 1);
+}
+
 TEST_CASE("assay results are numbered, read back and survive a reopen") {
   TempDir dir;
   AssayResult r;
@@ -427,4 +448,77 @@ TEST_CASE("a result and its execution record are written together or not at all"
   REQUIRE(records->size() == 1);
   CHECK(records->front().kind() == v1::AuditRecord::KIND_EXECUTION);
   CHECK(store->verify_audit_chain().ok());
+}
+
+TEST_CASE("lazy writes are visible at once and made durable by the next durable write") {
+  TempDir dir;
+  v1::AuditRecord exec;
+  exec.set_kind(v1::AuditRecord::KIND_EXECUTION);
+  exec.set_accepted(true);
+  {
+    auto store = open_store(dir.db());
+    CHECK_FALSE(store->lazy_writes_pending());
+    REQUIRE(store->append_audit({exec}, instrument::Durability::kLazy).ok());
+    CHECK(store->lazy_writes_pending());
+    AssayResult r;
+    r.id = 7;
+    REQUIRE(store->put_result(r, {exec}, instrument::Durability::kLazy).value() == 7);
+    CHECK(store->lazy_writes_pending());
+
+    // A charge commit is durable and carries the lazy writes before it along.
+    StateDelta d;
+    d.raise_floor(kT0);
+    d.audit.push_back(event(AuditEvent::Kind::kAuthorizeCommand, true));
+    REQUIRE(store->commit(d).ok());
+    CHECK_FALSE(store->lazy_writes_pending());
+
+    REQUIRE(store->append_audit({exec}, instrument::Durability::kLazy).ok());
+    const auto writes = store->writes();
+    REQUIRE(store->sync().ok());
+    CHECK(store->writes() == writes + 1);
+    CHECK_FALSE(store->lazy_writes_pending());
+    CHECK(store->sync().ok());  // nothing pending: no write at all
+    CHECK(store->writes() == writes + 1);
+
+    // Exporting syncs first, so no exported record can be taken back by a power cut.
+    REQUIRE(store->append_audit({exec}, instrument::Durability::kLazy).ok());
+    REQUIRE(store->audit_records(1, 10).ok());
+    CHECK_FALSE(store->lazy_writes_pending());
+  }
+  // A process that dies (here: closes) keeps every lazy write.
+  auto store = open_store(dir.db());
+  CHECK(store->audit_head().seq == 5);
+  CHECK(store->verify_audit_chain().ok());
+  CHECK(store->get_result(7)->has_value());
+  CHECK(load(*store).time_floor == kT0);
+}
+
+TEST_CASE("a lazy write that fails leaves the store durable and unchanged") {
+  TempDir dir;
+  auto store = open_store(dir.db());
+  v1::AuditRecord exec;
+  exec.set_kind(v1::AuditRecord::KIND_EXECUTION);
+  store->fail_write(1);
+  CHECK(store->append_audit({exec}, instrument::Durability::kLazy).error() == v1::ERROR_STORAGE);
+  CHECK_FALSE(store->lazy_writes_pending());
+  CHECK(store->audit_head().seq == 0);
+  CHECK(store->append_audit({exec}).ok());
+  CHECK(store->verify_audit_chain().ok());
+}
+
+TEST_CASE("a result id given by the caller is kept and never taken twice") {
+  TempDir dir;
+  auto store = open_store(dir.db());
+  AssayResult r;
+  r.id = 41;
+  r.sample = "first";
+  CHECK(store->put_result(r).value() == 41);
+  r.sample = "second";
+  CHECK(store->put_result(r, {v1::AuditRecord{}}).error() == v1::ERROR_STORAGE);
+  CHECK((*store->get_result(41))->sample == "first");
+  CHECK(store->audit_head().seq == 0);  // its audit record went with it
+  r.id = 0;
+  CHECK(store->put_result(r).value() == 42);
+  r.id = ~0ull;
+  CHECK(store->put_result(r).error() == v1::ERROR_STORAGE);
 }

@@ -146,6 +146,12 @@ class RawNode {
             static_cast<ssize_t>(bytes.size()));
   }
 
+  // False once the hub has hung up.
+  bool try_send(const std::vector<std::uint8_t>& bytes) {
+    return ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+           static_cast<ssize_t>(bytes.size());
+  }
+
   // The next message, or nullopt at EOF or when nothing comes within `wait`.
   std::optional<transport::hub::Message> next(
       std::chrono::milliseconds wait = std::chrono::milliseconds(10000)) {

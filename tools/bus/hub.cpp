@@ -267,6 +267,15 @@ class Hub {
   }
 
   void send(Node& node, const hubp::Message& m) {
+    if (!node.open) return;
+    // Hard cap on what a node can make the hub hold: one that keeps sending
+    // (each Transmit earns a TxConfirm) but never reads is cut off. Bursts stay
+    // far below this (at most every node's queue in one turn of the loop).
+    if (node.pending_messages >= 2 * o_.max_outbound_messages) {
+      if (!o_.quiet) std::fprintf(stderr, "hub: node %u does not read, disconnecting\n", node.id);
+      close_node(node);
+      return;
+    }
     hubp::encode_to(m, node.pending);
     ++node.pending_messages;
     if (node.pending_messages == 1) node.wake.cancel();
@@ -325,6 +334,7 @@ class Hub {
 
   void close_node(Node& node) {
     node.open = false;
+    node.queue.clear();
     boost::system::error_code ignored;
     node.socket.close(ignored);
     node.wake.cancel();
@@ -371,7 +381,7 @@ class Hub {
   Node* arbitrate() {
     Node* winner = nullptr;
     for (auto& [id, node] : nodes_) {
-      if (node->queue.empty()) continue;
+      if (node->queue.empty() || !node->open) continue;
       if (!winner) {
         winner = node.get();
         continue;

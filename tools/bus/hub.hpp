@@ -41,12 +41,15 @@ struct HubOptions {
   std::string interface_name = "vbus0";  // --interface: name written into captures
 
   // Caps on what nodes can make the hub hold.
-  std::size_t max_nodes = 64;                 // --max-nodes: further connections are refused
-  std::size_t max_queued_frames = 256;        // per node, waiting for the bus; more are rejected
-  std::size_t max_outbound_messages = 65536;  // per node, unread by it; more frames are dropped
-                                              //   for that node and counted (rx overflow)
-  unsigned max_retransmissions = 31;          // consecutive error frames before the sender gets a
-                                      //   failed confirmation (a real node goes bus-off at 32)
+  std::size_t max_nodes = 64;           // --max-nodes: further connections are refused
+  std::size_t max_queued_frames = 256;  // per node, waiting for the bus; more are rejected
+  // Per node, messages waiting behind a write it does not drain: beyond this its
+  // deliveries are dropped and counted (rx overflow); when as many more are lost,
+  // or twice this many messages of any kind wait, the node is disconnected.
+  std::size_t max_outbound_messages = 65536;
+  // Consecutive error frames before the sender gets a failed confirmation (a
+  // real node goes bus-off at 32).
+  unsigned max_retransmissions = 31;
 
   bool quiet = false;  // --quiet: no per-node connect/disconnect lines on stderr
 

@@ -21,7 +21,8 @@
 // Received messages and errors queue (at most max_rx_queue entries; beyond
 // that the oldest message is dropped and a kOverflow is queued in its place)
 // until receive() takes them, so nothing arriving between two receive() calls
-// is lost silently.
+// is lost silently. Not thread-safe: run it on the port's executor from one
+// thread (or a strand).
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>

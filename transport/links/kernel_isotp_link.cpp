@@ -201,7 +201,10 @@ asio::awaitable<LinkResult<Done>> KernelIsoTpLink::send(std::vector<std::uint8_t
     const int err = errno;
     if (err == EINTR) continue;
     // EAGAIN: the kernel is still sending an earlier message of this socket.
-    if (err != EAGAIN) co_return err == EMSGSIZE ? LinkError::kTooLarge : kernel_isotp_error(err);
+    // The only EINVAL a bound socket gives for a non-empty write is a message
+    // over the kernel's cap (8200 bytes on 6.1, max_pdu_size later).
+    if (err == EINVAL || err == EMSGSIZE) co_return LinkError::kTooLarge;
+    if (err != EAGAIN) co_return kernel_isotp_error(err);
     if (!co_await s->ready(asio::posix::stream_descriptor::wait_write, deadline)) {
       co_return s->closed ? LinkError::kClosed : LinkError::kDeadline;
     }

@@ -12,8 +12,10 @@
 //   ECOMM -> kTimeoutBs (no flow control, or our frame was not echoed: N_As)
 //   ETIMEDOUT -> kTimeoutCr   EILSEQ -> kWrongSequence   EMSGSIZE -> kOverflow
 //   EOVERFLOW -> kWaitLimit   EBADMSG -> kUnexpectedFrame  other -> kIo
-// The kernel's own cap on a message (8200 or 8300 bytes, or the module's
-// max_pdu_size) applies: larger sends fail with kTooLarge.
+// The kernel's own cap on a message applies (8200 bytes on Linux 6.1; from 6.2
+// the module's max_pdu_size, default 8300), CRC trailer included: larger sends
+// fail with kTooLarge, and a larger incoming message is refused by the kernel
+// with FC OVERFLOW (the peer's send fails with kOverflow).
 //
 // send() completes when the socket reports the transmission finished (POLLOUT
 // comes back only when the kernel's sender is idle again).

@@ -266,11 +266,12 @@ LinkResult<std::unique_ptr<VbusPort>> VbusPort::connect(asio::any_io_executor ex
     if (h.fd >= 0) ::close(h.fd);
     return std::get<1>(r);
   }
+  const int fd = h.fd;
   auto impl = std::make_shared<Impl>(executor, options, std::move(h));
   boost::system::error_code ec;
-  impl->socket.assign(local(), h.fd, ec);
+  impl->socket.assign(local(), fd, ec);
   if (ec) {
-    ::close(h.fd);
+    ::close(fd);
     return LinkError::kIo;
   }
   asio::co_spawn(executor, Impl::reader(impl), asio::detached);

@@ -11,6 +11,8 @@
 // nodes put on the bus, in bus order; when this node does not read fast
 // enough and its receive queue (max_rx_queue frames) overflows, the frames in
 // excess are lost and the next receive_frame() returns kOverflow once.
+// Not thread-safe: use it from one executor that never runs two handlers at
+// once (an io_context run by one thread, or a strand).
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
