@@ -99,6 +99,7 @@ struct BenchOptions {
   std::string timeout = "10s";
   std::string payload = "random";
   std::uint64_t warmup = 1;
+  bool busy_poll = false;
 };
 
 std::vector<std::uint8_t> make_payload(const std::string& kind, std::size_t n, std::uint32_t seed) {
@@ -358,13 +359,16 @@ void add_bench_command(CLI::App& app, int& rc) {
   cmd->add_option("--payload", o->payload,
                   "Message bytes: 'random' (seeded) or one hex byte repeated, e.g. 55")
       ->capture_default_str();
+  cmd->add_flag("--busy-poll", o->busy_poll,
+                "Spin on the links instead of sleeping between frames: takes the operating "
+                "system's wake-up latency out of this process's turnarounds (uses a whole core)");
   cmd->add_option("--timeout,-t", o->timeout, "Per-message deadline")
       ->check(duration_validator())
       ->capture_default_str();
   cmd->callback([&rc, o, sizes] {
     o->sizes = parse_sizes(*sizes);
     asio::io_context io;
-    rc = run_command(io, run_bench(io, *o));
+    rc = run_command(io, run_bench(io, *o), {}, o->busy_poll);
   });
 }
 
