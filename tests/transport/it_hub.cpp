@@ -503,6 +503,8 @@ TEST_CASE("the captures hold every delivered frame, in bus order") {
     CHECK(logged[i].time_us == captured[i].time_us);
     if (i > 0) CHECK(logged[i].time_us >= logged[i - 1].time_us);
   }
+  ::unlink(o.candump_log.c_str());
+  ::unlink(o.pcap.c_str());
 }
 
 TEST_CASE("FD frames reach only FD nodes") {

@@ -84,7 +84,11 @@ class HubProcess {
       FAIL("the hub did not start");
     }
   }
-  ~HubProcess() { stop(); }
+  ~HubProcess() {
+    stop();
+    ::unlink(stdout_path_.c_str());
+    ::unlink(options_.socket_path.c_str());
+  }
   HubProcess(const HubProcess&) = delete;
   HubProcess& operator=(const HubProcess&) = delete;
 

@@ -329,6 +329,31 @@ TEST_CASE("receive filters keep other ids away from a raw port") {
   CHECK(std::get<0>(got).id == 0x200);
 }
 
+TEST_CASE("frames beyond a full receive queue are reported as one overflow") {
+  REQUIRE_VCAN(vcan(), false);
+  asio::io_context io;
+  auto a = must_open_port(io, raw_opts(vcan()));
+  auto opts = raw_opts(vcan());
+  opts.rx_queue_frames = 2;
+  auto b = must_open_port(io, opts);
+  for (std::uint8_t i = 0; i < 5; ++i)
+    REQUIRE(run(io, a->send_frame(frame_of(0x300, {i}))).index() == 0);
+  // b's reader has seen all five once the last confirmation reached a (same interface).
+  for (std::uint8_t i = 0; i < 2; ++i) {
+    auto f = run(io, b->receive_frame());
+    REQUIRE(f.index() == 0);
+    CHECK(std::get<0>(f).data[0] == i);
+  }
+  auto lost = run(io, b->receive_frame());
+  REQUIRE(lost.index() == 1);
+  CHECK(std::get<1>(lost) == LinkError::kOverflow);
+  CHECK(b->counters().rx_dropped == 3);
+  REQUIRE(run(io, a->send_frame(frame_of(0x300, {9}))).index() == 0);
+  auto next = run(io, b->receive_frame());
+  REQUIRE(next.index() == 0);
+  CHECK(std::get<0>(next).data[0] == 9);
+}
+
 TEST_CASE("fd=1 on a classic interface fails naming the fix") {
   REQUIRE_VCAN(vcan(), false);
   asio::io_context io;

@@ -107,6 +107,12 @@ TEST_CASE("ISO-TP options set the channel parameters") {
   CHECK(*p.tx_window == 4);
 }
 
+TEST_CASE("one id may serve both directions when extended addresses tell them apart") {
+  auto ep = parse_ok("can:vcan0?tx=0x700&rx=0x700&ta=0x10&ra=0x20");
+  CHECK(*ep.isotp.tx_id == *ep.isotp.rx_id);
+  CHECK(contains(parse_error("can:vcan0?tx=0x700&rx=0x700&ta=0x10&ra=0x10"), "same id"));
+}
+
 TEST_CASE("stmin accepts a code or a time and maps times to the standard's codes") {
   CHECK(parse_ok("can:c?stmin=0").isotp.stmin_code == 0x00);
   CHECK(parse_ok("can:c?stmin=127").isotp.stmin_code == 0x7F);
@@ -186,6 +192,7 @@ TEST_CASE("bad endpoints fail with a message naming the bad part") {
       {"serial:/dev/ttyS0?baud=12345", "baud=12345 is not a standard baud rate"},
       {"serial:/dev/ttyS0?tx=1", "unknown option 'tx' for serial:"},
       {"serial:/dev/ttyS0?max=0", "max=0 is not a size"},
+      {"can:vcan0?tx=1&rx=2&max=16777217", "max=16777217 is not a size in 1..16777216"},
       {"vbus:/tmp/a b.sock", "not a valid URI"},
       {"vbus:/tmp/bus.sock#frag", "no '#' fragment"},
   };

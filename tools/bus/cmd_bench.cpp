@@ -34,24 +34,32 @@ std::string format_bench_table(const BenchReport& r) {
   out << (r.rates_from_hub ? " (from the hub)" : " (from --bitrate/--fd-data-bitrate)");
   out << "; payload " << r.payload << "\n";
   if (!r.airtime) out << "WARNING: the hub runs --no-airtime: the ratios below mean nothing\n";
-  std::snprintf(buf, sizeof buf, "%8s %6s %12s %12s %7s %9s %9s %12s %6s\n", "size", "count",
-                "measured_ms", "minimum_ms", "ratio", "frames", "min_frm", "bus_busy_ms", "errors");
+  std::snprintf(buf, sizeof buf, "%7s %6s %12s %11s %7s %7s %7s %10s %8s %11s %6s\n", "size",
+                "count", "measured_ms", "minimum_ms", "ratio", "frames", "min_frm", "busy_ms",
+                "busy/min", "idle_us/msg", "errors");
   out << buf;
+  auto ms = [](std::uint64_t ns) { return static_cast<double>(ns) / 1e6; };
   for (const auto& row : r.rows) {
-    auto ms = [](std::uint64_t ns) { return static_cast<double>(ns) / 1e6; };
     std::string frames = row.frames ? std::to_string(*row.frames) : "n/a";
-    std::string busy = "n/a";
+    char busy[32] = "n/a";
+    char busy_ratio[32] = "n/a";
+    char idle[32] = "n/a";
     if (row.bus_busy_ns) {
-      char b[32];
-      std::snprintf(b, sizeof b, "%.3f", ms(*row.bus_busy_ns));
-      busy = b;
+      std::snprintf(busy, sizeof busy, "%.3f", ms(*row.bus_busy_ns));
+      std::snprintf(busy_ratio, sizeof busy_ratio, "%.4f", row.busy_ratio());
+      std::snprintf(idle, sizeof idle, "%.1f",
+                    static_cast<double>(row.idle_per_message_ns()) / 1e3);
     }
-    std::snprintf(buf, sizeof buf, "%8zu %6llu %12.3f %12.3f %7.4f %9s %9llu %12s %6llu\n",
+    std::snprintf(buf, sizeof buf, "%7zu %6llu %12.3f %11.3f %7.4f %7s %7llu %10s %8s %11s %6llu\n",
                   row.size, static_cast<unsigned long long>(row.count), ms(row.measured_ns),
                   ms(row.min_ns), row.ratio(), frames.c_str(),
-                  static_cast<unsigned long long>(row.min_frames), busy.c_str(),
+                  static_cast<unsigned long long>(row.min_frames), busy, busy_ratio, idle,
                   static_cast<unsigned long long>(row.errors));
     out << buf;
+  }
+  if (!r.rows.empty() && r.rows.front().bus_busy_ns) {
+    out << "busy/min: bus time the hub counted (real stuff bits) over the stuff-free minimum; "
+           "idle_us/msg: time the bus stood idle per message (turnarounds)\n";
   }
   return out.str();
 }
@@ -79,6 +87,8 @@ std::string format_bench_json(const BenchReport& r) {
         row.bus_frames ? boost::json::value(*row.bus_frames) : boost::json::value(nullptr);
     j["bus_busy_ns"] =
         row.bus_busy_ns ? boost::json::value(*row.bus_busy_ns) : boost::json::value(nullptr);
+    j["idle_per_message_ns"] = row.bus_busy_ns ? boost::json::value(row.idle_per_message_ns())
+                                               : boost::json::value(nullptr);
     j["errors"] = row.errors;
     rows.push_back(std::move(j));
   }
@@ -99,7 +109,6 @@ struct BenchOptions {
   std::string timeout = "10s";
   std::string payload = "random";
   std::uint64_t warmup = 1;
-  bool busy_poll = false;
 };
 
 std::vector<std::uint8_t> make_payload(const std::string& kind, std::size_t n, std::uint32_t seed) {
@@ -359,16 +368,13 @@ void add_bench_command(CLI::App& app, int& rc) {
   cmd->add_option("--payload", o->payload,
                   "Message bytes: 'random' (seeded) or one hex byte repeated, e.g. 55")
       ->capture_default_str();
-  cmd->add_flag("--busy-poll", o->busy_poll,
-                "Spin on the links instead of sleeping between frames: takes the operating "
-                "system's wake-up latency out of this process's turnarounds (uses a whole core)");
   cmd->add_option("--timeout,-t", o->timeout, "Per-message deadline")
       ->check(duration_validator())
       ->capture_default_str();
   cmd->callback([&rc, o, sizes] {
     o->sizes = parse_sizes(*sizes);
     asio::io_context io;
-    rc = run_command(io, run_bench(io, *o), {}, o->busy_poll);
+    rc = run_command(io, run_bench(io, *o));
   });
 }
 

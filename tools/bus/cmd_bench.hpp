@@ -27,6 +27,15 @@ struct BenchRow {
   std::optional<std::uint64_t> bus_busy_ns;  // time the hub's bus was occupied
   std::uint64_t errors = 0;                  // failed sends or receives, wrong payloads
   double ratio() const { return min_ns == 0 ? 0 : static_cast<double>(measured_ns) / min_ns; }
+  // What the bus itself needed (actual stuff bits) against the stuff-free minimum.
+  double busy_ratio() const {
+    return min_ns == 0 || !bus_busy_ns ? 0 : static_cast<double>(*bus_busy_ns) / min_ns;
+  }
+  // Time the bus stood idle per message: turnarounds (FF -> FC -> CF, message -> message).
+  std::uint64_t idle_per_message_ns() const {
+    if (!bus_busy_ns || count == 0 || measured_ns < *bus_busy_ns) return 0;
+    return (measured_ns - *bus_busy_ns) / count;
+  }
 };
 
 struct BenchReport {

@@ -135,7 +135,7 @@ void write_file(const std::string& path, const std::vector<std::uint8_t>& data) 
 }
 
 int run_command(boost::asio::io_context& io, boost::asio::awaitable<int> main,
-                std::function<void()> on_signal, bool busy_poll) {
+                std::function<void()> on_signal) {
   std::optional<int> rc;
   std::exception_ptr error;
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
@@ -154,13 +154,7 @@ int run_command(boost::asio::io_context& io, boost::asio::awaitable<int> main,
     signals.cancel();
     io.stop();  // the links' background readers would otherwise keep run() going
   });
-  if (busy_poll) {
-    // Never sleep in epoll: a frame is handled the moment it arrives, at the
-    // cost of a core spinning.
-    while (!io.stopped()) io.poll();
-  } else {
-    io.run();
-  }
+  io.run();
   if (error) std::rethrow_exception(error);
   return rc.value_or(1);
 }

@@ -65,10 +65,9 @@ void write_file(const std::string& path, const std::vector<std::uint8_t>& data);
 
 // Runs `main` on `io` until it returns (or throws); SIGINT/SIGTERM cancel it
 // through `on_signal` (called once) when given, else they stop the loop and the
-// command exits 130. `busy_poll`: poll the context in a loop instead of
-// sleeping in the kernel (lowest latency, one core busy).
+// command exits 130.
 int run_command(boost::asio::io_context& io, boost::asio::awaitable<int> main,
-                std::function<void()> on_signal = {}, bool busy_poll = false);
+                std::function<void()> on_signal = {});
 
 // Microseconds since the Unix epoch (for capture timestamps).
 std::uint64_t unix_time_us();

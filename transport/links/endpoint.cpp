@@ -23,6 +23,9 @@ struct Bad {
   std::string what;
 };
 
+// A peer can make a receiver hold up to max= bytes per message; keep that bounded.
+constexpr std::uint64_t kMaxMessageCap = 16u << 20;
+
 // Parses a whole unsigned number, decimal or 0x-hex, at most `max`.
 std::optional<std::uint64_t> parse_uint(std::string_view s, std::uint64_t max) {
   int base = 10;
@@ -43,7 +46,8 @@ std::optional<bool> parse_bool(std::string_view s) {
   return std::nullopt;
 }
 
-// Nearest STmin code for a time: whole ms up to 127, or 100..900 us steps.
+// The STmin code that encodes `t` exactly: whole ms up to 127, or 100..900 us
+// in steps of 100 us; nullopt for any other time.
 std::optional<std::uint8_t> stmin_code_for(microseconds t) {
   const auto us = t.count();
   if (us == 0) return 0;
@@ -56,16 +60,6 @@ constexpr std::string_view kIsoTpKeys =
     "tx, rx, ext, ta, ra, fd, dl, brs, pad, padbyte, bs, stmin, wftmax, nas, nar, nbs, ncr, max, "
     "window, txtime";
 constexpr std::string_view kSerialKeys = "baud, max";
-
-bool is_standard_baud(std::uint64_t b) {
-  static constexpr std::uint32_t rates[] = {
-      50,     75,     110,     134,     150,     200,     300,     600,     1200,    1800,
-      2400,   4800,   9600,    19200,   38400,   57600,   115200,  230400,  460800,  500000,
-      576000, 921600, 1000000, 1152000, 1500000, 2000000, 2500000, 3000000, 3500000, 4000000};
-  for (auto r : rates)
-    if (r == b) return true;
-  return false;
-}
 
 // Applies one query parameter; throws nothing, returns the complaint.
 std::optional<Bad> apply(Endpoint& ep, std::string_view key, std::string_view value,
@@ -102,15 +96,15 @@ std::optional<Bad> apply(Endpoint& ep, std::string_view key, std::string_view va
   if (ep.kind == EndpointKind::kSerial) {
     if (key == "baud") {
       auto v = number(std::numeric_limits<std::uint32_t>::max());
-      if (!v || !is_standard_baud(*v)) {
+      if (!v || !is_standard_baud_rate(static_cast<std::uint32_t>(*v))) {
         return Bad{kv + " is not a standard baud rate (e.g. 9600, 115200, 921600, 4000000)"};
       }
       ep.baud = static_cast<std::uint32_t>(*v);
       return std::nullopt;
     }
     if (key == "max") {
-      auto v = number(16u << 20);
-      if (!v || *v == 0) return Bad{kv + " is not a size in 1.." + std::to_string(16u << 20)};
+      auto v = number(kMaxMessageCap);
+      if (!v || *v == 0) return Bad{kv + " is not a size in 1.." + std::to_string(kMaxMessageCap)};
       ep.max_message = static_cast<std::size_t>(*v);
       return std::nullopt;
     }
@@ -169,8 +163,8 @@ std::optional<Bad> apply(Endpoint& ep, std::string_view key, std::string_view va
   if (key == "nbs") return duration(p.n_bs);
   if (key == "ncr") return duration(p.n_cr);
   if (key == "max") {
-    auto v = number(std::numeric_limits<std::uint32_t>::max());
-    if (!v || *v == 0) return Bad{kv + " is not a size in 1..4294967295"};
+    auto v = number(kMaxMessageCap);
+    if (!v || *v == 0) return Bad{kv + " is not a size in 1.." + std::to_string(kMaxMessageCap)};
     ep.max_message = static_cast<std::size_t>(*v);
     return std::nullopt;
   }
@@ -204,13 +198,17 @@ std::optional<Bad> check_consistency(Endpoint& ep, bool dl_given) {
       return Bad{std::string(name) + "=" + hex + " is not an 11-bit CAN id (add ext=1 for 29-bit)"};
     }
   }
-  if (p.tx_id && p.rx_id && *p.tx_id == *p.rx_id) {
-    return Bad{"tx and rx are the same id; a node must not receive its own transmissions"};
-  }
   if (p.tx_address.has_value() != p.rx_address.has_value()) {
     return Bad{
         "extended addressing needs both ta= (address we send to) and ra= (address we "
         "accept)"};
+  }
+  // One id both ways works only when extended addressing tells the directions apart.
+  const bool addresses_differ = p.tx_address && *p.tx_address != *p.rx_address;
+  if (p.tx_id && p.rx_id && *p.tx_id == *p.rx_id && !addresses_differ) {
+    return Bad{
+        "tx and rx are the same id; a node must not receive its own transmissions (unless "
+        "ta= and ra= differ)"};
   }
   if (!p.fd) {
     if (dl_given && p.tx_dl != 8) return Bad{"dl=" + std::to_string(p.tx_dl) + " needs fd=1"};

@@ -18,10 +18,10 @@
 //                 time with a unit (5ms, 300us)
 //   wftmax=N      FC WAIT frames we tolerate as sender (default 8)
 //   nas, nar, nbs, ncr  ISO-TP timers: a time with unit (1000ms, 1s, 250us; no unit = ms)
-//   max=N         largest message we accept, bytes (default 65536)
+//   max=N         largest message we accept, bytes (default 65536, at most 16 MiB)
 //   window=N      our ISO-TP: frames in flight at STmin 0 (1..32; default: the link's)
 //   txtime=T      isotp: the kernel's frame_txtime (N_As / frame gap)
-// serial options: baud=N (default 115200), max=N.
+// serial options: baud=N (a standard termios rate, default 115200), max=N.
 //
 // Values are checked here; the errors name the endpoint and the offending part,
 // e.g. "can:vcan0?tx=0x800: tx=0x800 is not an 11-bit CAN id (add ext=1 for 29-bit)".

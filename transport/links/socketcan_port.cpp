@@ -95,6 +95,7 @@ struct SocketCanPort::State {
   std::uint64_t next_seq = 0;
   std::uint64_t confirmed_seq = 0;
   Counters counters;
+  bool overflow_pending = false;  // frames were dropped: tell the next receive_frame()
   std::vector<asio::steady_timer*> waiters;
 
   // Wakes every coroutine parked in wait(); each re-checks its own condition.
@@ -145,6 +146,7 @@ struct SocketCanPort::State {
       }
       if (rx.size() >= opts.rx_queue_frames) {
         ++counters.rx_dropped;
+        overflow_pending = true;
         continue;
       }
       ++counters.frames_received;
@@ -300,9 +302,14 @@ asio::awaitable<LinkResult<Done>> SocketCanPort::send_frame(const CanFrame& fram
 
 asio::awaitable<LinkResult<CanFrame>> SocketCanPort::receive_frame() {
   auto s = state_;
-  while (s->rx.empty()) {
+  // Report the loss where it happened in the stream: after the frames queued before it.
+  while (s->rx.empty() && !s->overflow_pending) {
     if (s->closed) co_return LinkError::kClosed;
     co_await s->wait(Clock::time_point::max());
+  }
+  if (s->rx.empty()) {
+    s->overflow_pending = false;
+    co_return LinkError::kOverflow;
   }
   CanFrame f = s->rx.front();
   s->rx.pop_front();

@@ -10,8 +10,10 @@
 // Without `confirm_tx`, send_frame() completes once the kernel accepted the frame.
 //
 // One background reader per port drains the socket into a bounded queue, so
-// receive_frame() and send_frame() may run concurrently. The port must outlive
-// its pending operations; close() fails them with kClosed.
+// receive_frame() and send_frame() may run concurrently (any number of each).
+// All of it runs on the port's executor, which must be single-threaded (an
+// io_context run by one thread, or a strand). close() fails pending and later
+// operations with kClosed; the port's state lives until they have returned.
 #pragma once
 
 #include <linux/can.h>
@@ -45,7 +47,9 @@ struct SocketCanOptions {
                                      // you send, or their confirmations are filtered out.
   bool confirm_tx = true;            // see the header comment
   std::chrono::milliseconds tx_timeout{1000};  // no confirmation by then: kTimeoutAs
-  std::size_t rx_queue_frames = 8192;  // frames nobody has received yet; beyond: dropped, counted
+  std::size_t rx_queue_frames = 8192;  // frames nobody has received yet; beyond that they are
+                                       // dropped, counted, and the next receive_frame() after
+                                       // the queued ones returns kOverflow once
 };
 
 class SocketCanPort final : public CanFramePort {
