@@ -180,21 +180,33 @@ Result<KeyShape> classify(EVP_PKEY* key) {
   return v1::ERROR_MALFORMED;
 }
 
+// Appends one scalar (32 bytes, big-endian, unsigned) as a DER INTEGER: minimal
+// length, a 0x00 in front when the top bit is set, 0 as the single byte 0x00.
+// This is exactly what i2d_ECDSA_SIG writes, without BIGNUM allocations on
+// every verify.
+void append_der_integer(Bytes& out, ByteView scalar) {
+  std::size_t skip = 0;
+  while (skip < scalar.size() && scalar[skip] == 0) ++skip;
+  const ByteView digits = scalar.subspan(skip);
+  const bool pad = digits.empty() || (digits[0] & 0x80) != 0;
+  out.push_back(0x02);
+  out.push_back(static_cast<std::uint8_t>(digits.size() + (pad ? 1 : 0)));
+  if (pad) out.push_back(0x00);
+  out.insert(out.end(), digits.begin(), digits.end());
+}
+
 // Raw r || s (32 + 32 bytes, big-endian) <-> the DER SEQUENCE OpenSSL speaks.
+// A SEQUENCE of two INTEGERs of at most 33 bytes each stays below 128 bytes,
+// so its length takes one byte.
 std::optional<Bytes> ecdsa_raw_to_der(ByteView raw) {
   if (raw.size() != 2 * kEcdsaScalarSize) return std::nullopt;
-  EcdsaSigPtr sig(ECDSA_SIG_new());
-  BnPtr r(BN_bin2bn(raw.data(), static_cast<int>(kEcdsaScalarSize), nullptr));
-  BnPtr s(BN_bin2bn(raw.data() + kEcdsaScalarSize, static_cast<int>(kEcdsaScalarSize), nullptr));
-  if (!sig || !r || !s) return std::nullopt;
-  if (ECDSA_SIG_set0(sig.get(), r.get(), s.get()) != 1) return std::nullopt;
-  (void)r.release();  // owned by sig now
-  (void)s.release();
-  const int len = i2d_ECDSA_SIG(sig.get(), nullptr);
-  if (len <= 0) return std::nullopt;
-  Bytes der(static_cast<std::size_t>(len));
-  unsigned char* p = der.data();
-  if (i2d_ECDSA_SIG(sig.get(), &p) != len) return std::nullopt;
+  Bytes der;
+  der.reserve(2 + 2 * (2 + kEcdsaScalarSize + 1));
+  der.push_back(0x30);
+  der.push_back(0x00);  // patched below
+  append_der_integer(der, raw.first(kEcdsaScalarSize));
+  append_der_integer(der, raw.subspan(kEcdsaScalarSize));
+  der[1] = static_cast<std::uint8_t>(der.size() - 2);
   return der;
 }
 
@@ -285,6 +297,23 @@ Bytes random_bytes(std::size_t n) {
 void PkeyDeleter::operator()(EVP_PKEY* p) const {
   EVP_PKEY_free(p);
 }
+void MdCtxDeleter::operator()(EVP_MD_CTX* p) const {
+  EVP_MD_CTX_free(p);
+}
+
+namespace {
+
+// Sets `ctx` up to verify with `key` under `alg`: the digest (none for
+// Ed25519) and, for RSA, the PSS parameters.
+bool init_verify(EVP_MD_CTX* ctx, EVP_PKEY* key, Algorithm alg) {
+  const EVP_MD* md = alg == v1::Signed::ALGORITHM_ED25519 ? nullptr : sha256_md();
+  if (alg != v1::Signed::ALGORITHM_ED25519 && md == nullptr) return false;
+  EVP_PKEY_CTX* pctx = nullptr;  // owned by ctx
+  if (EVP_DigestVerifyInit(ctx, &pctx, md, nullptr, key) != 1) return false;
+  return alg != v1::Signed::ALGORITHM_RSA_PSS_SHA256 || set_pss_parameters(pctx);
+}
+
+}  // namespace
 
 // --- PublicKey -------------------------------------------------------------
 
@@ -309,6 +338,14 @@ Result<PublicKey> PublicKey::from_spki_der(ByteView der) {
   out.der_ = std::move(*canonical);
   const auto digest = sha256(out.der_);
   std::copy_n(digest.begin(), kKeyIdSize, out.id_.begin());
+  // Kept only if a copy of it works (some OpenSSL releases cannot copy every
+  // signature context); without it verify() sets up a context per call.
+  std::shared_ptr<EVP_MD_CTX> ready(EVP_MD_CTX_new(), MdCtxDeleter{});
+  MdCtxPtr probe(EVP_MD_CTX_new());
+  if (ready && probe && init_verify(ready.get(), out.key_.get(), out.alg_) &&
+      EVP_MD_CTX_copy_ex(probe.get(), ready.get()) == 1) {
+    out.verify_template_ = std::move(ready);
+  }
   return out;
 }
 
@@ -338,6 +375,9 @@ PublicKey PublicKey::clone() const {
   out.bits_ = bits_;
   out.der_ = der_;
   out.id_ = id_;
+  // Shared only when the key itself is (a copy made from another key's
+  // template would verify with that key).
+  if (out.key_) out.verify_template_ = verify_template_;
   return out;
 }
 
@@ -371,11 +411,13 @@ Status PublicKey::verify(ByteView message, ByteView signature) const {
   }
   if (alg_ != v1::Signed::ALGORITHM_ED25519 && md == nullptr) return v1::ERROR_INTERNAL;
   MdCtxPtr ctx(EVP_MD_CTX_new());
-  EVP_PKEY_CTX* pctx = nullptr;  // owned by ctx
-  if (!ctx || EVP_DigestVerifyInit(ctx.get(), &pctx, md, nullptr, key_.get()) != 1) {
-    return v1::ERROR_INTERNAL;
-  }
-  if (alg_ == v1::Signed::ALGORITHM_RSA_PSS_SHA256 && !set_pss_parameters(pctx)) {
+  if (!ctx) return v1::ERROR_INTERNAL;
+  // Copying the prepared context skips the algorithm fetch and the parameter
+  // setup (for RSA-PSS about as much work as the hash of a command); a fresh
+  // setup is the fallback.
+  const bool copied =
+      verify_template_ && EVP_MD_CTX_copy_ex(ctx.get(), verify_template_.get()) == 1;
+  if (!copied && (EVP_MD_CTX_reset(ctx.get()) != 1 || !init_verify(ctx.get(), key_.get(), alg_))) {
     return v1::ERROR_INTERNAL;
   }
   // 1 is the only success; 0 is a mismatch and negative values are malformed

@@ -27,7 +27,8 @@
 #include "gateway/bytes.hpp"
 #include "gateway/result.hpp"
 
-typedef struct evp_pkey_st EVP_PKEY;  // NOLINT: OpenSSL's own forward declaration
+typedef struct evp_pkey_st EVP_PKEY;      // NOLINT: OpenSSL's own forward declarations
+typedef struct evp_md_ctx_st EVP_MD_CTX;  // NOLINT
 
 namespace tollgate::crypto {
 
@@ -58,6 +59,9 @@ struct PkeyDeleter {
   void operator()(EVP_PKEY* p) const;
 };
 using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyDeleter>;
+struct MdCtxDeleter {
+  void operator()(EVP_MD_CTX* p) const;
+};
 
 // A verification key. Default-constructed, it holds no key and verifies nothing.
 class PublicKey {
@@ -89,6 +93,12 @@ class PublicKey {
   int bits_ = 0;
   Bytes der_;
   KeyId id_{};
+  // A verify context set up once for this key (algorithm, digest, PSS
+  // parameters); verify() starts from a copy of it instead of fetching and
+  // configuring the algorithm on every call. Only ever read after construction,
+  // so clones share it. Null if OpenSSL could not set it up: verify() then
+  // configures a context per call.
+  std::shared_ptr<const EVP_MD_CTX> verify_template_;
 
  public:
   // Another handle on the same key material (PublicKey is otherwise move-only).

@@ -103,6 +103,12 @@ struct Gateway::Impl {
   std::map<Bytes, LiveToken> tokens;
   std::multimap<crypto::KeyId, Bytes> tokens_by_user;  // user key id -> token id
   std::map<Sha256, RequestKey> request_by_hash;
+  // Issue order of the nonces this process handed out: nonces issued in the same
+  // second share an expiry, and evicting among them by byte value would make the
+  // newest nonce the next victim. Nonces loaded from storage have no entry (order 0)
+  // and so go first.
+  std::map<Bytes, std::uint64_t> nonce_order;
+  std::uint64_t nonce_counter = 0;
 
   // ---- time, state and commits ----
 
@@ -221,9 +227,13 @@ struct Gateway::Impl {
   // Adds a new nonce to `d`, evicting expired ones and, beyond the cap, the
   // oldest. `d` may already remove nonces (they no longer count).
   void add_nonce(StateDelta& d, const Bytes& nonce, UnixTime now) {
+    const auto order_of = [&](const Bytes& value) -> std::uint64_t {
+      const auto it = nonce_order.find(value);
+      return it == nonce_order.end() ? 0 : it->second;
+    };
     std::size_t live = 0;
     const Bytes* oldest = nullptr;
-    UnixTime oldest_expiry = 0;
+    std::pair<UnixTime, std::uint64_t> oldest_key{0, 0};
     for (const auto& [value, rec] : state.nonces) {
       if (d.nonces_removed.count(value)) continue;
       if (now >= rec.expires_at) {
@@ -231,15 +241,19 @@ struct Gateway::Impl {
         continue;
       }
       ++live;
-      if (!oldest || rec.expires_at < oldest_expiry) {
+      const std::pair<UnixTime, std::uint64_t> key{rec.expires_at, order_of(value)};
+      if (!oldest || key < oldest_key) {
         oldest = &value;
-        oldest_expiry = rec.expires_at;
+        oldest_key = key;
       }
     }
     if (oldest && live >= std::max<std::size_t>(policy.max_nonces_in_flight, 1)) {
       d.remove_nonce(*oldest);
     }
     d.put_nonce(nonce, NonceRecord{add_seconds(now, policy.nonce_lifetime_seconds)});
+    // Forget the order of nonces that are gone (bounded by the table's cap).
+    std::erase_if(nonce_order, [&](const auto& entry) { return !state.nonces.count(entry.first); });
+    nonce_order[nonce] = ++nonce_counter;
   }
 
   const crypto::PublicKey* master_for(const crypto::KeyId& id) const {

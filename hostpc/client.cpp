@@ -261,6 +261,7 @@ asio::awaitable<Step<bool>> HostClient::offer_next(RunReport& report) {
       if (!auth->has_value()) {
         report.notes.push_back("token " + short_id(token.token_id) + ": authorization " +
                                std::to_string(token.authorization_id) + " is not cached; skipped");
+        last_refusal_ = outcome.error();
         continue;
       }
       v1::HostMessage install;
@@ -272,6 +273,7 @@ asio::awaitable<Step<bool>> HostClient::offer_next(RunReport& report) {
       if (iresp.status() != v1::CommandResponse::STATUS_OK) {
         report.notes.push_back("install authorization " + std::to_string(token.authorization_id) +
                                ": " + std::string(error_name(iresp.error())));
+        last_refusal_ = iresp.error();
         if (kills_token(iresp.error())) {
           if (auto s = cache_.mark_dead(token.token_id, iresp.error()); !s) {
             co_return storage(cache_);
@@ -289,12 +291,14 @@ asio::awaitable<Step<bool>> HostClient::offer_next(RunReport& report) {
       if (auto s = cache_.mark_accepted(token.token_id, outcome.uses_left()); !s) {
         co_return storage(cache_);
       }
+      last_refusal_ = v1::ERROR_UNSPECIFIED;
       report.notes.push_back("offered token " + short_id(token.token_id) + ": accepted, " +
                              std::to_string(outcome.uses_left()) + " uses left");
       co_return true;
     }
     report.notes.push_back("offered token " + short_id(token.token_id) + ": " +
                            std::string(error_name(outcome.error())));
+    last_refusal_ = outcome.error();
     if (kills_token(outcome.error())) {
       if (auto s = cache_.mark_dead(token.token_id, outcome.error()); !s) co_return storage(cache_);
     }
@@ -316,6 +320,7 @@ asio::awaitable<RunReport> HostClient::run(ByteView device_id, ByteView user_id,
   user_id_.assign(user_id.begin(), user_id.end());
   offered_.clear();
   installed_.clear();
+  last_refusal_ = v1::ERROR_UNSPECIFIED;
   rounds_ = 0;
   nonce_.clear();
 
@@ -333,7 +338,7 @@ asio::awaitable<RunReport> HostClient::run(ByteView device_id, ByteView user_id,
     nonce_ = (*dev)->last_nonce;
   }
 
-  bool stale_retried = false;
+  int stale_retries = 0;
   while (rounds_ < options_.max_rounds) {
     if (nonce_.empty()) {
       ++rounds_;
@@ -375,8 +380,10 @@ asio::awaitable<RunReport> HostClient::run(ByteView device_id, ByteView user_id,
 
     const Error e = resp.error();
     report.notes.push_back("command " + spec.command + ": " + std::string(error_name(e)));
-    if (e == v1::ERROR_STALE_NONCE && !stale_retried) {
-      stale_retried = true;
+    if (e == v1::ERROR_STALE_NONCE && stale_retries < 2) {
+      // First retry with the nonce the rejection brought; if that one is stale too
+      // (the device restarted after answering), ask for a fresh one by status.
+      if (++stale_retries == 2) nonce_.clear();
       continue;
     }
     if (!is_unauthorized(e)) {
@@ -392,10 +399,15 @@ asio::awaitable<RunReport> HostClient::run(ByteView device_id, ByteView user_id,
     auto offered = co_await offer_next(report);
     if (offered.index() == 1) co_return fail(std::get<1>(std::move(offered)));
     if (!std::get<0>(offered)) {
+      // Say why plainly: the device's reason, and why the cached tokens did not help.
+      const std::string tried =
+          last_refusal_ != v1::ERROR_UNSPECIFIED
+              ? "the last token offered was refused: " + std::string(error_name(last_refusal_))
+              : "no other cached token to offer";
       co_return fail({Outcome::kNoToken, e,
                       "no usable token left for user " + short_id(user_id_) + " on device " +
                           short_id(device_id_) + " (device said: " + std::string(error_name(e)) +
-                          ")"});
+                          "; " + tried + ")"});
     }
   }
   co_return fail({Outcome::kDenied, v1::ERROR_UNSPECIFIED,

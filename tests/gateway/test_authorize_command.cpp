@@ -157,6 +157,22 @@ TEST_CASE("nonces beyond the in-flight bound evict the oldest") {
   CHECK(w.g().state().nonces.size() <= 4);
 }
 
+TEST_CASE("nonces issued within one second are evicted in issue order, never the newest") {
+  World w;
+  w.policy.max_nonces_in_flight = 4;
+  w.open();
+  w.ready(10);
+  // A frozen clock: every nonce shares one expiry, so only the issue order can
+  // tell old from new (byte order would sooner or later evict the newest).
+  std::vector<Bytes> nonces;
+  for (int i = 0; i < 40; ++i) nonces.push_back(w.g().issue_nonce(kT0));
+  CHECK(w.g().state().nonces.size() == 4);
+  for (int i = 0; i < 36; ++i)
+    CHECK_FALSE(w.g().state().nonces.count(nonces[static_cast<std::size_t>(i)]));
+  CHECK(w.g().authorize_command(w.request(nonces.back()), kT0, w.rules).ok());
+  CHECK(w.g().authorize_command(w.request(nonces[36]), kT0, w.rules).ok());
+}
+
 TEST_CASE("verified command consumes its nonce even when it is rejected") {
   World w;
   w.ready(3);

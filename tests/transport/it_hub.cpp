@@ -687,3 +687,46 @@ TEST_CASE("connecting to a socket nobody serves fails with kIo") {
   REQUIRE(r.index() == 1);
   CHECK(std::get<1>(r) == LinkError::kIo);
 }
+
+TEST_CASE("an answer to a delivered frame starts only after that frame's interframe space") {
+  bus::HubOptions o;
+  o.bitrate = 500000;
+  o.spin_us = 150;  // the punctual hub: wakes early and spins to the exact end of frame
+  HubProcess hub(o);
+  RawNode a(hub.socket_path()), b(hub.socket_path());
+  a.hello();
+  b.hello();
+  for (std::uint32_t i = 1; i <= 20; ++i) {
+    CAPTURE(i);
+    const CanFrame f = test_frame(0x6A0, 8, static_cast<std::uint8_t>(i));
+    const CanFrame g = test_frame(0x6A8, 8, static_cast<std::uint8_t>(i + 100));
+    a.send(Transmit{i, f});
+    const auto df = b.expect<Deliver>();
+    b.send(Transmit{i, g});  // at once: possibly while f's intermission still runs
+    CHECK(a.expect<TxConfirm>().bus_time_ns == df.bus_time_ns);
+    const auto dg = a.expect<Deliver>();
+    CHECK(b.expect<TxConfirm>().bus_time_ns == dg.bus_time_ns);
+    CHECK(same_frame(dg.frame, g));
+    CHECK(dg.bus_time_ns - df.bus_time_ns >= frame_airtime_ns(g, rates_of(o)));
+  }
+}
+
+TEST_CASE(
+    "with the punctual hub, queued frames still follow each other exactly one airtime apart") {
+  bus::HubOptions o;
+  o.bitrate = 500000;
+  o.spin_us = 150;
+  HubProcess hub(o);
+  RawNode a(hub.socket_path()), b(hub.socket_path());
+  a.hello();
+  b.hello();
+  const auto frames = random_frames(50, 0x123, 3);
+  transmit_all(a, frames);
+  std::vector<Deliver> got;
+  for (std::size_t i = 0; i < frames.size(); ++i) got.push_back(b.expect<Deliver>());
+  for (std::size_t i = 1; i < frames.size(); ++i) {
+    CAPTURE(i);
+    CHECK(same_frame(got[i].frame, frames[i]));
+    CHECK(got[i].bus_time_ns - got[i - 1].bus_time_ns == frame_airtime_ns(frames[i], rates_of(o)));
+  }
+}

@@ -26,6 +26,11 @@ struct BenchRow {
   std::optional<std::uint64_t> bus_frames;   // frames the hub put on the bus
   std::optional<std::uint64_t> bus_busy_ns;  // time the hub's bus was occupied
   std::uint64_t errors = 0;                  // failed sends or receives, wrong payloads
+  // With --repeat R > 1 the row is the run with the median ratio of R runs of
+  // `count` messages each (errors summed over all); these span all R ratios.
+  std::uint64_t repeats = 1;
+  double ratio_min = 0;
+  double ratio_max = 0;
   double ratio() const { return min_ns == 0 ? 0 : static_cast<double>(measured_ns) / min_ns; }
   // What the bus itself needed (actual stuff bits) against the stuff-free minimum.
   double busy_ratio() const {

@@ -135,7 +135,7 @@ void write_file(const std::string& path, const std::vector<std::uint8_t>& data) 
 }
 
 int run_command(boost::asio::io_context& io, boost::asio::awaitable<int> main,
-                std::function<void()> on_signal) {
+                std::function<void()> on_signal, std::function<bool()> spin) {
   std::optional<int> rc;
   std::exception_ptr error;
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
@@ -154,7 +154,16 @@ int run_command(boost::asio::io_context& io, boost::asio::awaitable<int> main,
     signals.cancel();
     io.stop();  // the links' background readers would otherwise keep run() going
   });
-  io.run();
+  if (!spin) {
+    io.run();
+  } else {
+    while (!io.stopped()) {
+      if (spin())
+        io.poll();
+      else
+        io.run_one();
+    }
+  }
   if (error) std::rethrow_exception(error);
   return rc.value_or(1);
 }

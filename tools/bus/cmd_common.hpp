@@ -65,9 +65,11 @@ void write_file(const std::string& path, const std::vector<std::uint8_t>& data);
 
 // Runs `main` on `io` until it returns (or throws); SIGINT/SIGTERM cancel it
 // through `on_signal` (called once) when given, else they stop the loop and the
-// command exits 130.
+// command exits 130. While `spin` (when given) returns true the loop polls
+// (busy-waits) instead of sleeping: a process that must answer frames within
+// microseconds (bench) skips the wake-up latency at the turnarounds.
 int run_command(boost::asio::io_context& io, boost::asio::awaitable<int> main,
-                std::function<void()> on_signal = {});
+                std::function<void()> on_signal = {}, std::function<bool()> spin = {});
 
 // Microseconds since the Unix epoch (for capture timestamps).
 std::uint64_t unix_time_us();

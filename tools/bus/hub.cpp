@@ -6,9 +6,22 @@
 // transmission starts when the bus becomes free (the end of the previous one)
 // or, if the bus was idle, when the frame arrives; it ends after the frame's
 // airtime. The next queued frame starts exactly at that end, however late the
-// hub's timer fired, so airtime never accumulates drift.
+// hub's timer fired, so airtime never accumulates drift. As on a real bus
+// (ISO 11898-1, frame validation), receivers take a frame at the last-but-one
+// bit of its end-of-frame field and the transmitter's confirmation comes at the
+// end of that field, so a node can queue its answer during the intermission;
+// the bus itself is free only after the interframe space.
+//
+// Punctuality: a timer or a socket wakes a sleeping process tens of
+// microseconds late, and when the bus is about to go idle each of those
+// microseconds is bus time lost before the next node's answer. So when the
+// frame on the bus is the last one queued, the hub wakes `spin_us` early and
+// polls its sockets until the frame completes, then keeps polling `spin_us`
+// for the answer (HubOptions::spin_us). While frames wait back to back it
+// sleeps on its timer: the next frame starts on time however late it wakes.
 #include "tools/bus/hub.hpp"
 
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -91,6 +104,8 @@ class Hub {
     rates_.data_bps = o_.fd_data_bitrate != 0 ? o_.fd_data_bitrate : o_.bitrate;
     seed_ = o_.seed != 0 ? o_.seed : std::random_device{}() | 1ULL;
     rng_.seed(seed_);
+    const auto spin_us = o_.spin_us.value_or(realtime_scheduling() ? kDefaultSpinUs : 0);
+    if (!o_.no_airtime) spin_ = std::chrono::microseconds(spin_us);
   }
 
   int start() {
@@ -102,9 +117,12 @@ class Hub {
                                        std::chrono::system_clock::now().time_since_epoch())
                                        .count());
     bus_free_at_ = start_time_;
-    std::fprintf(stderr, "hub: listening on %s, %u bit/s, FD data %u bit/s%s, seed %llu\n",
+    std::fprintf(stderr,
+                 "hub: listening on %s, %u bit/s, FD data %u bit/s%s, seed %llu, spin %lld us\n",
                  o_.socket_path.c_str(), rates_.nominal_bps, rates_.data(),
-                 o_.no_airtime ? " (no airtime)" : "", static_cast<unsigned long long>(seed_));
+                 o_.no_airtime ? " (no airtime)" : "", static_cast<unsigned long long>(seed_),
+                 static_cast<long long>(
+                     std::chrono::duration_cast<std::chrono::microseconds>(spin_).count()));
     signals_.add(SIGINT);
     signals_.add(SIGTERM);
     signals_.add(SIGUSR1);
@@ -278,7 +296,20 @@ class Hub {
     }
     hubp::encode_to(m, node.pending);
     ++node.pending_messages;
-    if (node.pending_messages == 1) node.wake.cancel();
+    if (node.pending_messages != 1 || node.writing) return;
+    // Nothing queued before it: write now rather than a turn of the event loop
+    // later (a delivery that ends a turnaround is waited for). What the socket
+    // does not take goes to the writer, which also reports a dead socket.
+    const ssize_t n = ::send(node.socket.native_handle(), node.pending.data(), node.pending.size(),
+                             MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0 && static_cast<std::size_t>(n) == node.pending.size()) {
+      node.pending.clear();
+      node.pending_messages = 0;
+      node.lost_since_write = 0;
+      return;
+    }
+    if (n > 0) node.pending.erase(node.pending.begin(), node.pending.begin() + n);
+    node.wake.cancel();
   }
 
   void on_message(Node& node, hubp::Message&& m) {
@@ -352,10 +383,29 @@ class Hub {
   struct Transmission {
     std::uint32_t node_id = 0;
     Node::Queued frame;
-    Clock::time_point end;
+    Clock::time_point rx_valid;  // receivers take the frame (last-but-one EOF bit)
+    Clock::time_point tx_valid;  // the transmitter's confirmation (end of EOF)
+    Clock::time_point end;       // after the interframe space: the bus is free
+    bool rx_done = false;
+    bool tx_done = false;
     enum class Kind { kNormal, kCorrupt, kFirstOfDuplicate } kind = Kind::kNormal;
   };
 
+ public:
+  // The hub's event loop (run_hub) polls instead of sleeping while this holds.
+  bool wants_spin(Clock::time_point now) const {
+    if (spin_ == Clock::duration::zero() || stopping_) return false;
+    if (now < listen_until_) return true;
+    return precise_ && next_due_ && now + spin_ >= *next_due_;
+  }
+  // Called between polls: runs whatever fell due (the timer may not have fired yet).
+  void service(Clock::time_point now) {
+    if (stopping_ || !next_due_ || *next_due_ > now) return;
+    if (!current_) begin(std::max(now, bus_free_at_));
+    run_bus(now);
+  }
+
+ private:
   std::uint64_t bus_ns(Clock::time_point t) const {
     return static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(t - start_time_).count());
@@ -364,6 +414,19 @@ class Hub {
     if (o_.no_airtime) return Clock::duration::zero();
     return std::chrono::duration_cast<Clock::duration>(
         std::chrono::nanoseconds(transport::bits_time_ns(bits, rates_)));
+  }
+  // `n` bits at the nominal rate (EOF and intermission always run at it).
+  Clock::duration nominal_bits(std::uint32_t n) const {
+    transport::FrameBits b;
+    b.nominal = n;
+    return airtime(b);
+  }
+  // Fills the validation instants of a transmission that ends at t.end: the
+  // frame ends with 7 EOF bits and 3 intermission bits (airtime.hpp).
+  void set_validation(Transmission& t) const {
+    t.tx_valid = t.end - nominal_bits(3);
+    t.rx_valid = t.end - nominal_bits(4);
+    t.rx_done = t.tx_done = false;
   }
   bool chance(double p) {
     if (p <= 0.0) return false;
@@ -420,6 +483,7 @@ class Hub {
     }
     const auto d = airtime(bits);
     t.end = t0 + d;
+    set_validation(t);
     busy_ += d;
     current_ = std::move(t);
   }
@@ -427,17 +491,47 @@ class Hub {
   // Completes every transmission (and delivery) due by `now`, back to back on
   // absolute times, then arms the timer for the next event.
   void run_bus(Clock::time_point now) {
-    while (current_ && current_->end <= now) {
-      Transmission t = std::move(*current_);
+    bool ended = false;
+    while (current_) {
+      Transmission& t = *current_;
+      if (t.kind != Transmission::Kind::kCorrupt) {
+        if (!t.rx_done && t.rx_valid <= now) {
+          t.rx_done = true;
+          count_frame(t.frame.frame);
+          schedule_delivery(t.frame.frame, t.node_id, t.rx_valid, t.end);
+        }
+        if (!t.tx_done && t.tx_valid <= now) {
+          t.tx_done = true;
+          confirm(t);
+        }
+      }
+      if (t.end > now) break;
+      Transmission done = std::move(t);
       current_.reset();
-      bus_free_at_ = t.end;
-      complete(t);
+      bus_free_at_ = done.end;
+      ended = true;
+      complete(done);
       if (!current_) begin(bus_free_at_);
     }
     release_deliveries(now);
+    // The bus just went idle: the answer to what it carried is due any moment.
+    if (ended && !current_ && spin_ != Clock::duration::zero()) listen_until_ = now + spin_;
     arm_timer();
   }
 
+  // The transmitter learns its frame went out (a duplicate's first copy is not
+  // confirmed: the sender's controller sends it again at once).
+  void confirm(const Transmission& t) {
+    if (t.kind != Transmission::Kind::kNormal) return;
+    auto it = nodes_.find(t.node_id);
+    Node* sender = it == nodes_.end() ? nullptr : it->second.get();
+    if (sender && !sender->queue.empty() && sender->queue.front().order == t.frame.order) {
+      send(*sender, hubp::TxConfirm{t.frame.tag, hubp::TxStatus::kSent, bus_ns(t.end)});
+      sender->queue.pop_front();
+    }
+  }
+
+  // The bus is free after `t`: error handling, or a duplicate's second copy.
   void complete(Transmission& t) {
     auto it = nodes_.find(t.node_id);
     Node* sender = it == nodes_.end() ? nullptr : it->second.get();
@@ -452,8 +546,6 @@ class Hub {
       }
       return;  // the frame stays at the head of its queue: retransmitted after arbitration
     }
-    count_frame(t.frame.frame);
-    schedule_delivery(t.frame.frame, t.node_id, t.end);
     if (t.kind == Transmission::Kind::kFirstOfDuplicate) {
       // The same frame again, right away (as after an error in the last EOF bit).
       ++stats_.duplicated;
@@ -461,13 +553,9 @@ class Hub {
       again.kind = Transmission::Kind::kNormal;
       const auto d = airtime(transport::frame_bits(t.frame.frame));
       again.end = t.end + d;
+      set_validation(again);
       busy_ += d;
       current_ = std::move(again);
-      return;
-    }
-    if (sender && !sender->queue.empty() && sender->queue.front().order == t.frame.order) {
-      send(*sender, hubp::TxConfirm{t.frame.tag, hubp::TxStatus::kSent, bus_ns(t.end)});
-      sender->queue.pop_front();
     }
   }
 
@@ -494,9 +582,12 @@ class Hub {
     std::uint64_t bus_time_ns = 0;
   };
 
-  void schedule_delivery(const CanFrame& frame, std::uint32_t sender, Clock::time_point end) {
+  // Receivers get the frame at `valid` (plus --delay-us); its bus time stays
+  // the end of its transmission, as TxConfirm and the captures say.
+  void schedule_delivery(const CanFrame& frame, std::uint32_t sender, Clock::time_point valid,
+                         Clock::time_point end) {
     deliveries_.push_back(
-        Delivery{end + std::chrono::microseconds(o_.delay_us), frame, sender, bus_ns(end)});
+        Delivery{valid + std::chrono::microseconds(o_.delay_us), frame, sender, bus_ns(end)});
   }
 
   void release_deliveries(Clock::time_point now) {
@@ -569,19 +660,41 @@ class Hub {
     }
   }
 
+  // True when no frame waits behind the one on the bus: once it completes the
+  // bus goes idle and any lateness becomes a gap.
+  bool bus_going_idle() const {
+    for (const auto& [id, node] : nodes_) {
+      if (!node->open || node->queue.empty()) continue;
+      const bool only_current =
+          current_ && current_->node_id == id && node->queue.size() == 1 && !current_->tx_done;
+      if (!only_current) return false;
+    }
+    return true;
+  }
+
   void arm_timer() {
     std::optional<Clock::time_point> next;
     const auto consider = [&](Clock::time_point t) {
       if (!next || t < *next) next = t;
     };
-    if (current_) consider(current_->end);
+    if (current_) {
+      const auto& t = *current_;
+      const bool normal = t.kind != Transmission::Kind::kCorrupt;
+      consider(normal && !t.rx_done ? t.rx_valid : normal && !t.tx_done ? t.tx_valid : t.end);
+    }
     if (!deliveries_.empty()) consider(deliveries_.front().due);
     if (held_) consider(held_until_);
+    next_due_ = next;
     if (!next) return;
-    if (timer_armed_ && armed_at_ == *next) return;
+    precise_ = spin_ != Clock::duration::zero() && bus_going_idle();
+    // Precise: wake early; the event loop polls from then on (wants_spin) and
+    // service() runs the event on time, so a wake-up already due needs no timer.
+    const auto wake_at = precise_ ? *next - spin_ : *next;
+    if (precise_ && wake_at <= Clock::now()) return;
+    if (timer_armed_ && armed_at_ == wake_at) return;
     timer_armed_ = true;
-    armed_at_ = *next;
-    bus_timer_.expires_at(*next);
+    armed_at_ = wake_at;
+    bus_timer_.expires_at(wake_at);
     bus_timer_.async_wait([this](const boost::system::error_code& ec) {
       if (ec || stopping_) return;
       timer_armed_ = false;
@@ -639,6 +752,10 @@ class Hub {
   Clock::time_point held_until_;
   bool timer_armed_ = false;
   Clock::time_point armed_at_;
+  std::optional<Clock::time_point> next_due_;  // the next bus event, if any
+  bool precise_ = false;                       // it needs a punctual wake-up
+  Clock::time_point listen_until_;             // polling for an answer until then
+  Clock::duration spin_{};
   Clock::duration busy_{};
 
   hubp::HubStats stats_;
@@ -648,6 +765,11 @@ class Hub {
 };
 
 }  // namespace
+
+bool realtime_scheduling() {
+  const int policy = ::sched_getscheduler(0);
+  return policy == SCHED_FIFO || policy == SCHED_RR;
+}
 
 std::optional<std::string> validate_hub_options(const HubOptions& o) {
   if (o.socket_path.empty()) return "--socket is required";
@@ -671,6 +793,7 @@ std::optional<std::string> validate_hub_options(const HubOptions& o) {
     return "--interface must be 1..15 characters without spaces, '#' or parentheses";
   if (o.max_nodes == 0 || o.max_queued_frames == 0 || o.max_outbound_messages == 0)
     return "hub caps must be positive";
+  if (o.spin_us.value_or(0) > 100'000) return "--spin-us must be at most 100000";
   return std::nullopt;
 }
 
@@ -694,7 +817,17 @@ int run_hub(const HubOptions& options) {
     Hub hub(options, io);
     rc = hub.start();
     if (rc == 0) {
-      io.run();
+      // io.run(), except that around a turnaround the hub polls instead of
+      // sleeping (Hub::wants_spin), and runs bus events the moment they are due.
+      while (!io.stopped()) {
+        const auto now = Clock::now();
+        if (hub.wants_spin(now)) {
+          io.poll();
+          hub.service(Clock::now());
+        } else {
+          io.run_one();
+        }
+      }
       hub.finish();
     }
   }

@@ -20,6 +20,12 @@
 
 namespace tollgate::bus {
 
+inline constexpr std::uint32_t kDefaultSpinUs = 150;
+
+// True when this process runs under SCHED_FIFO or SCHED_RR: busy-waiting
+// then costs other jobs, not our latency.
+bool realtime_scheduling();
+
 struct HubOptions {
   std::string socket_path;            // --socket PATH (required); a stale socket file is replaced
   std::uint32_t bitrate = 500000;     // --bitrate: nominal (arbitration) bit rate, bit/s
@@ -52,6 +58,17 @@ struct HubOptions {
   unsigned max_retransmissions = 31;
 
   bool quiet = false;  // --quiet: no per-node connect/disconnect lines on stderr
+
+  // --spin-us: punctuality at the turnarounds. When the frame on the bus is the
+  // last one queued, the hub wakes this long before the frame completes and
+  // polls (busy-waits) until it does, then polls this long again for a node's
+  // answer, instead of sleeping through the tens of microseconds a timer or
+  // socket wake-up costs. It only burns CPU around the moments the bus goes
+  // idle; 0 sleeps always (timers only). Ignored with --no-airtime. Unset:
+  // kDefaultSpinUs when the hub runs under a real-time policy (chrt), which
+  // gives it a core of its own when it polls, else 0 (a polling process at
+  // normal priority on a busy machine is time-sliced and only gets later).
+  std::optional<std::uint32_t> spin_us;
 
   // Called once the socket listens (tests and parents use it as a readiness signal).
   std::function<void()> on_ready;

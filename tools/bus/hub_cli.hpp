@@ -46,6 +46,12 @@ inline void add_hub_options(CLI::App& cmd, HubOptions& o) {
   cmd.add_option("--interface", o.interface_name, "Interface name written into captures")
       ->capture_default_str();
   cmd.add_option("--max-nodes", o.max_nodes, "Most nodes connected at once")->capture_default_str();
+  cmd.add_option("--spin-us", o.spin_us,
+                 "Busy-wait this long around the moments the bus goes idle, so turnarounds "
+                 "lose no wake-up latency; 0: sleep on timers only (default: " +
+                     std::to_string(kDefaultSpinUs) +
+                     " under a real-time policy, e.g. chrt -f 20, else 0)")
+      ->check(CLI::Range(0U, 100000U));
   cmd.add_flag("--quiet", o.quiet, "No per-node connect/disconnect lines on stderr");
 }
 

@@ -151,12 +151,21 @@ struct VbusPort::Impl : std::enable_shared_from_this<Impl> {
   std::deque<std::shared_ptr<PendingStats>> stats;
 
   std::vector<std::uint8_t> out;
+  bool writing = false;  // the writer coroutine has a write in progress
   Signal write_signal;
 
+  // Writes at once when nothing is queued before it: an answer to a frame (a
+  // flow control, the next first frame) leaves in this call instead of a turn
+  // of the event loop later. What the socket does not take goes to the writer.
   void queue(const hub::Message& m) {
     const bool was_empty = out.empty();
     hub::encode_to(m, out);
-    if (was_empty) write_signal.notify();
+    if (!was_empty || writing || closed) return;
+    const ssize_t n =
+        ::send(socket.native_handle(), out.data(), out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) out.erase(out.begin(), out.begin() + n);
+    // EAGAIN or an error: the writer retries, and reports a dead socket by shutting.
+    if (!out.empty()) write_signal.notify();
   }
 
   void handle(hub::Message&& m) {
@@ -250,7 +259,9 @@ struct VbusPort::Impl : std::enable_shared_from_this<Impl> {
       }
       batch.clear();
       batch.swap(self->out);
+      self->writing = true;
       auto [ec, n] = co_await asio::async_write(self->socket, asio::buffer(batch), kUseAwaitable);
+      self->writing = false;
       if (ec) break;
     }
     self->shut();
@@ -294,9 +305,10 @@ asio::awaitable<LinkResult<Done>> VbusPort::send_frame(const CanFrame& frame) {
   if (self->options.listen_only || !hub::is_valid_frame(frame) || (frame.fd && !self->options.fd))
     co_return LinkError::kInvalidArgument;
   const std::uint32_t tag = ++self->last_tag;
+  // Written first: the confirmation is handled on this executor, after we suspend.
+  self->queue(hub::Transmit{tag, frame});
   auto pending = std::make_shared<PendingTx>(self->executor);
   self->tx.emplace(tag, pending);
-  self->queue(hub::Transmit{tag, frame});
   while (!pending->result) co_await pending->done.wait();
   co_return *pending->result;
 }
@@ -326,6 +338,9 @@ bool VbusPort::fd_capable() const {
 }
 const VbusHubInfo& VbusPort::hub_info() const {
   return impl_->info;
+}
+std::size_t VbusPort::frames_in_flight() const {
+  return impl_->tx.size();
 }
 
 asio::awaitable<LinkResult<hub::HubStats>> VbusPort::request_stats() {

@@ -66,6 +66,10 @@ class VbusPort final : public CanFramePort {
   bool fd_capable() const override;
 
   const VbusHubInfo& hub_info() const;
+  // Frames sent to the hub and not yet confirmed. While two or more wait, the
+  // bus is busy with ours for at least a frame's airtime: a process that
+  // busy-waits for the turnarounds (tollgate-bus bench) may sleep meanwhile.
+  std::size_t frames_in_flight() const;
   // Asks the hub for its counters (a StatsRequest). kClosed if the hub went away.
   boost::asio::awaitable<LinkResult<hub::HubStats>> request_stats();
 
