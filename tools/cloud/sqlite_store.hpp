@@ -1,0 +1,108 @@
+// CloudStore on one SQLite file: WAL journal, synchronous=FULL (a committed
+// issuance survives a power cut), every method one BEGIN IMMEDIATE transaction.
+// One connection serialised by a mutex: SQLite has a single writer anyway, and
+// the server signs tokens outside the lock. Concurrent record_issuances calls
+// are group-committed: one transaction and one fsync for all of them.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "tools/cloud/store.hpp"
+
+struct sqlite3;
+
+namespace tollgate::cloud {
+
+class SqliteCloudStore final : public CloudStore {
+ public:
+  static constexpr int kSchemaVersion = 1;
+
+  // Opens (creating if needed) the database at `path`; throws StoreError when
+  // it cannot, or when the file has a newer schema than this build knows.
+  explicit SqliteCloudStore(const std::string& path);
+  ~SqliteCloudStore() override;
+  SqliteCloudStore(const SqliteCloudStore&) = delete;
+  SqliteCloudStore& operator=(const SqliteCloudStore&) = delete;
+
+  bool add_user(const UserRecord& user) override;
+  std::optional<UserRecord> user_by_name(const std::string& name) override;
+  std::optional<UserRecord> user_by_id(ByteView id) override;
+  bool revoke_user(const std::string& name) override;
+
+  void add_session(ByteView secret_hash, ByteView user_id, UnixTime expires_at,
+                   UnixTime now) override;
+  std::optional<SessionRecord> session(ByteView secret_hash) override;
+
+  bool add_challenge(const ChallengeRecord& c, UnixTime now) override;
+  std::optional<ChallengeRecord> challenge(ByteView id) override;
+  bool consume_challenge_and_enroll(ByteView challenge_id, ByteView user_id,
+                                    const UserKeyRecord& key) override;
+  std::vector<UserKeyRecord> user_keys(ByteView user_id) override;
+
+  bool add_device(const DeviceRecord& d) override;
+  std::optional<DeviceRecord> device(ByteView id) override;
+  std::optional<DeviceRecord> device_by_key_id(ByteView key_id) override;
+
+  void put_entitlement(const EntitlementRecord& e) override;
+  std::optional<EntitlementRecord> entitlement(ByteView user_id, ByteView device_id) override;
+  bool credit_entitlement(ByteView user_id, ByteView device_id, std::uint64_t balance_delta,
+                          std::uint64_t paid_delta) override;
+
+  IssueOutcome record_issuances(const std::vector<IssuanceRecord>& tokens,
+                                const IssuanceGuard& guard) override;
+  std::optional<IssuanceRecord> issuance(ByteView token_id) override;
+
+  void set_authorization(ByteView signed_bytes) override;
+  std::optional<Bytes> authorization() override;
+
+  ReceiptHead receipt_head(ByteView device_id) override;
+  ReceiptOutcome apply_receipt(ByteView device_id, const ReceiptHead& expected,
+                               const ReceiptHead& next,
+                               const std::vector<ReceiptCharge>& charges) override;
+
+  std::vector<UsageRow> usage() override;
+  StoreCounts counts() override;
+
+ private:
+  class Tx;
+  class Stmt;
+  class Reader;
+  struct ReadConnection {
+    std::mutex mu;
+    sqlite3* db = nullptr;
+    ~ReadConnection();
+  };
+  static constexpr int kReaders = 4;
+  struct PendingIssue {
+    const std::vector<IssuanceRecord>* tokens = nullptr;
+    const IssuanceGuard* guard = nullptr;
+    IssueOutcome outcome = IssueOutcome::kRecorded;
+    std::exception_ptr error;
+    bool done = false;
+  };
+  void exec(const char* sql);
+  IssueOutcome apply_issuance(const std::vector<IssuanceRecord>& tokens,
+                              const IssuanceGuard& guard);
+
+  std::mutex mu_;  // the connection; held for a whole transaction
+  sqlite3* db_ = nullptr;
+  std::vector<std::unique_ptr<ReadConnection>> readers_;  // WAL readers
+  std::atomic<unsigned> next_reader_{0};
+  // Group commit of issuances (record_issuances).
+  std::mutex batch_mu_;
+  std::condition_variable batch_cv_;
+  std::vector<PendingIssue*> queue_;
+  bool leader_active_ = false;
+};
+
+// Opens the store named by a --db value: "sqlite:PATH" (or a bare path).
+// "postgresql://..." is refused with a StoreError until that backend exists.
+std::unique_ptr<CloudStore> open_store(const std::string& db);
+
+}  // namespace tollgate::cloud
