@@ -1,10 +1,12 @@
 // SocketCAN for real: raw frames, our ISO-TP on raw sockets, the kernel's
-// CAN_ISOTP, and the two talking to each other, on vcan interfaces named by
+// CAN_ISOTP, addressing variants and error paths, on vcan interfaces named by
 // TOLLGATE_VCAN (classic, default vcan0) and TOLLGATE_VCANFD (FD, default vcan1).
+// The size x flow-control interop matrix against the kernel is in
+// it_socketcan_interop.cpp.
 //
 // Kernels without AF_CAN (this project's build machines) skip the vcan cases
-// with a SKIP line; tools/vm runs them in a VM with Debian's kernel. The frame
-// conversion cases need no CAN and always run.
+// with a SKIP line; tools/vm runs them in a VM with Debian's kernel, where a
+// missing vcan fails instead. The frame conversion cases need no CAN and always run.
 #include <doctest/doctest.h>
 #include <linux/can/error.h>
 
@@ -21,6 +23,7 @@
 #include <variant>
 #include <vector>
 
+#include "tests/transport/it_socketcan_support.hpp"
 #include "transport/framing/crc32c.hpp"
 #include "transport/links/can_interface.hpp"
 #include "transport/links/endpoint.hpp"
@@ -31,105 +34,9 @@ using namespace std::chrono_literals;
 namespace asio = boost::asio;
 using Bytes = std::vector<std::uint8_t>;
 
+using namespace tollgate::test::socketcan;
+
 namespace {
-
-std::string env_or(const char* name, const char* fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? v : fallback;
-}
-std::string vcan() {
-  return env_or("TOLLGATE_VCAN", "vcan0");
-}
-std::string vcanfd() {
-  return env_or("TOLLGATE_VCANFD", "vcan1");
-}
-
-// Why the vcan cases cannot run here, or nullopt when they can.
-std::optional<std::string> skip_reason(const std::string& iface, bool need_fd) {
-  if (auto why = af_can_unavailable_reason(); !why.empty()) return why;
-  auto info = lookup_can_interface(iface);
-  if (info.index() != 0) {
-    return std::get<1>(info).message + " (create it: ip link add dev " + iface + " type vcan" +
-           (need_fd ? " && ip link set " + iface + " mtu 72" : "") + " && ip link set " + iface +
-           " up; or set TOLLGATE_VCAN / TOLLGATE_VCANFD)";
-  }
-  if (need_fd && !std::get<0>(info).fd_capable) {
-    return iface + " is not a CAN FD interface (ip link set " + iface + " mtu 72)";
-  }
-  if (!std::get<0>(info).up) return iface + " is down (ip link set " + iface + " up)";
-  return std::nullopt;
-}
-
-void say_skip(const std::string& why) {
-  static bool said = false;
-  if (!said) std::printf("SKIP: SocketCAN cases: %s\n", why.c_str());
-  said = true;
-}
-
-// Skips the calling test case (the reason is printed once per process).
-#define REQUIRE_VCAN(iface, fd)                   \
-  do {                                            \
-    if (auto why_ = skip_reason((iface), (fd))) { \
-      say_skip(*why_);                            \
-      return;                                     \
-    }                                             \
-  } while (0)
-
-// Runs `aw` to completion on `io`; the other work on `io` (readers) keeps going.
-template <class T>
-T run(asio::io_context& io, asio::awaitable<T> aw) {
-  std::optional<T> out;
-  std::exception_ptr err;
-  io.restart();  // a previous run may have drained the context, which stops it
-  asio::co_spawn(io, std::move(aw), [&](std::exception_ptr e, T v) {
-    err = e;
-    if (!e) out.emplace(std::move(v));
-  });
-  while (!out && !err) {
-    if (io.run_one() == 0) FAIL("io_context ran out of work before the operation completed");
-  }
-  if (err) std::rethrow_exception(err);
-  return std::move(*out);
-}
-
-// Runs two operations concurrently (a send on one link, a receive on another).
-template <class A, class B>
-std::pair<A, B> run_both(asio::io_context& io, asio::awaitable<A> a, asio::awaitable<B> b) {
-  std::optional<A> ra;
-  std::optional<B> rb;
-  std::exception_ptr err;
-  io.restart();
-  asio::co_spawn(io, std::move(a), [&](std::exception_ptr e, A v) {
-    if (e)
-      err = e;
-    else
-      ra.emplace(std::move(v));
-  });
-  asio::co_spawn(io, std::move(b), [&](std::exception_ptr e, B v) {
-    if (e)
-      err = e;
-    else
-      rb.emplace(std::move(v));
-  });
-  while ((!ra || !rb) && !err) {
-    if (io.run_one() == 0) FAIL("io_context ran out of work before the operations completed");
-  }
-  if (err) std::rethrow_exception(err);
-  return {std::move(*ra), std::move(*rb)};
-}
-
-Bytes pattern(std::size_t n, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  Bytes b(n);
-  for (auto& x : b) x = static_cast<std::uint8_t>(rng());
-  return b;
-}
-
-std::unique_ptr<MessageLink> must_open(asio::io_context& io, const std::string& ep) {
-  auto r = open_link(io.get_executor(), ep);
-  if (r.index() != 0) FAIL("cannot open " << ep << ": " << std::get<1>(r).message);
-  return std::move(std::get<0>(r));
-}
 
 SocketCanOptions raw_opts(const std::string& iface, bool fd = false,
                           std::vector<CanIdFilter> filters = {}) {
@@ -144,27 +51,6 @@ std::unique_ptr<SocketCanPort> must_open_port(asio::io_context& io, SocketCanOpt
   auto r = SocketCanPort::open(io.get_executor(), std::move(o));
   if (r.index() != 0) FAIL("cannot open raw port: " << std::get<1>(r).message);
   return std::move(std::get<0>(r));
-}
-
-std::string err_name(LinkError e) {
-  return std::string(link_error_name(e));
-}
-
-// Deadlines only guard against hangs: sanitizers under qemu's TCG run ~10x slower.
-constexpr auto kGuard = 60s;
-
-// Sends each size from `a` to `b` and checks the exact bytes arrive.
-void exchange(asio::io_context& io, MessageLink& a, MessageLink& b,
-              const std::vector<std::size_t>& sizes, std::uint32_t seed) {
-  for (std::size_t n : sizes) {
-    CAPTURE(n);
-    CAPTURE(a.describe());
-    const Bytes msg = pattern(n, seed + static_cast<std::uint32_t>(n));
-    auto [sent, got] = run_both(io, a.send(msg, kGuard), b.receive(kGuard));
-    REQUIRE_MESSAGE(sent.index() == 0, "send failed: " << err_name(std::get<1>(sent)));
-    REQUIRE_MESSAGE(got.index() == 0, "receive failed: " << err_name(std::get<1>(got)));
-    CHECK(std::get<0>(got) == msg);
-  }
 }
 
 CanFrame frame_of(std::uint32_t id, const Bytes& data, bool fd = false) {
@@ -414,25 +300,8 @@ TEST_CASE("the kernel's ISO-TP carries messages both ways on CAN FD") {
   exchange(io, *b, *a, kKernelSizes, 10);
 }
 
-// --- both implementations on one bus -----------------------------------------------------------
-
-TEST_CASE("our ISO-TP and the kernel's exchange identical payloads on classic CAN") {
-  REQUIRE_VCAN(vcan(), false);
-  asio::io_context io;
-  auto ours = must_open(io, "can:" + vcan() + "?tx=0x6C0&rx=0x6C8");
-  auto kernel = must_open(io, "isotp:" + vcan() + "?tx=0x6C8&rx=0x6C0");
-  exchange(io, *ours, *kernel, kKernelSizes, 11);
-  exchange(io, *kernel, *ours, kKernelSizes, 12);
-}
-
-TEST_CASE("our ISO-TP and the kernel's exchange identical payloads on CAN FD") {
-  REQUIRE_VCAN(vcanfd(), true);
-  asio::io_context io;
-  auto ours = must_open(io, "can:" + vcanfd() + "?tx=0x6C0&rx=0x6C8&fd=1");
-  auto kernel = must_open(io, "isotp:" + vcanfd() + "?tx=0x6C8&rx=0x6C0&fd=1");
-  exchange(io, *ours, *kernel, kKernelSizes, 13);
-  exchange(io, *kernel, *ours, kKernelSizes, 14);
-}
+// --- both implementations on one bus (every size and flow-control setting: it_socketcan_interop)
+// --
 
 TEST_CASE("29-bit ids and extended addressing interoperate with the kernel") {
   REQUIRE_VCAN(vcan(), false);

@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <optional>
 
 namespace tollgate::transport {
 
@@ -86,7 +87,10 @@ struct SocketCanPort::State {
   asio::posix::stream_descriptor sock;
   SocketCanOptions opts;
   bool closed = false;
-  std::deque<CanFrame> rx;
+  // nullopt marks where frames were lost (kernel socket buffer or this queue
+  // full), so receive_frame() reports kOverflow exactly there in the stream.
+  std::deque<std::optional<CanFrame>> rx;
+  std::uint32_t kernel_drops = 0;  // the socket's SO_RXQ_OVFL count seen so far
   struct Pending {
     std::uint64_t seq;
     CanFrame frame;
@@ -128,9 +132,12 @@ struct SocketCanPort::State {
     for (;;) {
       canfd_frame raw{};
       iovec iov{&raw, sizeof raw};
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(std::uint32_t))];
       msghdr msg{};
       msg.msg_iov = &iov;
       msg.msg_iovlen = 1;
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof control;
       const ssize_t n = ::recvmsg(sock.native_handle(), &msg, MSG_DONTWAIT);
       if (n < 0) {
         if (errno == EINTR) continue;
@@ -138,6 +145,7 @@ struct SocketCanPort::State {
         // was a one-shot socket error; the next read tells us more.
         return;
       }
+      note_kernel_drops(msg);
       auto frame = from_kernel_frame(raw, static_cast<std::size_t>(n));
       if (!frame) continue;  // RTR, error frame or a short read: not data
       if ((msg.msg_flags & MSG_CONFIRM) != 0) {
@@ -149,8 +157,29 @@ struct SocketCanPort::State {
         overflow_pending = true;
         continue;
       }
+      if (overflow_pending) {
+        rx.emplace_back(std::nullopt);
+        overflow_pending = false;
+      }
       ++counters.frames_received;
-      rx.push_back(*frame);
+      rx.emplace_back(*frame);
+    }
+  }
+
+  // The kernel drops frames silently when the socket's receive buffer is full
+  // (a reader descheduled for long); SO_RXQ_OVFL's running count on each read
+  // tells us it happened before this frame. A lost ISO-TP frame would otherwise
+  // surface as a confusing wrong sequence number or a timeout.
+  void note_kernel_drops(msghdr& msg) {
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SO_RXQ_OVFL) continue;
+      std::uint32_t count = 0;
+      std::memcpy(&count, CMSG_DATA(c), sizeof count);
+      if (count != kernel_drops) {
+        counters.rx_dropped += count - kernel_drops;
+        kernel_drops = count;
+        overflow_pending = true;
+      }
     }
   }
 };
@@ -222,11 +251,16 @@ LinkOpenResult<std::unique_ptr<SocketCanPort>> SocketCanPort::open(asio::any_io_
     }
   }
   // A 3000-byte ISO-TP message is 430 frames arriving back to back; the default
-  // receive buffer holds about 200. Forcing needs CAP_NET_ADMIN; else best effort.
-  const int rcvbuf = 4 << 20;
+  // receive buffer holds about 200. With BS 0 and no bus to pace it (vcan, the
+  // kernel's ISO-TP with txtime=0) a whole 128 KiB message, ~18 700 classic
+  // frames of ~900 bytes of socket memory each, can arrive before we read once.
+  // Forcing needs CAP_NET_ADMIN; else best effort. It is a limit, not an allocation.
+  const int rcvbuf = 16 << 20;
   if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0) {
     (void)::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
   }
+  // Counts frames the kernel dropped for a full receive buffer (see drain()); best effort.
+  (void)::setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &on, sizeof on);
   sockaddr_can addr{};
   addr.can_family = AF_CAN;
   addr.can_ifindex = static_cast<int>(iface.index);
@@ -311,9 +345,10 @@ asio::awaitable<LinkResult<CanFrame>> SocketCanPort::receive_frame() {
     s->overflow_pending = false;
     co_return LinkError::kOverflow;
   }
-  CanFrame f = s->rx.front();
+  std::optional<CanFrame> f = s->rx.front();
   s->rx.pop_front();
-  co_return f;
+  if (!f) co_return LinkError::kOverflow;
+  co_return *f;
 }
 
 }  // namespace tollgate::transport

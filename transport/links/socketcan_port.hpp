@@ -47,9 +47,11 @@ struct SocketCanOptions {
                                      // you send, or their confirmations are filtered out.
   bool confirm_tx = true;            // see the header comment
   std::chrono::milliseconds tx_timeout{1000};  // no confirmation by then: kTimeoutAs
-  std::size_t rx_queue_frames = 8192;  // frames nobody has received yet; beyond that they are
-                                       // dropped, counted, and the next receive_frame() after
-                                       // the queued ones returns kOverflow once
+  std::size_t rx_queue_frames = 20000;         // frames nobody has received yet (20 000: a 128 KiB
+                                               // ISO-TP message on classic CAN, sent back to back);
+                                               // beyond that they are dropped, counted, and
+                                               // receive_frame() returns kOverflow once where the
+                                               // loss happened
 };
 
 class SocketCanPort final : public CanFramePort {
@@ -72,7 +74,7 @@ class SocketCanPort final : public CanFramePort {
   struct Counters {
     std::uint64_t frames_sent = 0;
     std::uint64_t frames_received = 0;
-    std::uint64_t rx_dropped = 0;      // queue full
+    std::uint64_t rx_dropped = 0;      // queue full, or dropped by the kernel (SO_RXQ_OVFL)
     std::uint64_t tx_unconfirmed = 0;  // confirmations that never came (frame lost by the driver)
   };
   Counters counters() const;
