@@ -22,6 +22,7 @@
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
+#include "gateway/c_ptr.hpp"
 
 #include <climits>
 #include <cstdlib>
@@ -30,12 +31,7 @@ namespace tollgate::crypto {
 namespace {
 
 template <auto Free>
-struct OpenSslDeleter {
-  template <class T>
-  void operator()(T* p) const {
-    Free(p);
-  }
-};
+using OpenSslDeleter = CFree<Free>;
 using BioPtr = std::unique_ptr<BIO, OpenSslDeleter<BIO_free_all>>;
 using BnPtr = std::unique_ptr<BIGNUM, OpenSslDeleter<BN_free>>;
 using EcdsaSigPtr = std::unique_ptr<ECDSA_SIG, OpenSslDeleter<ECDSA_SIG_free>>;

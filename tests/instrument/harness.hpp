@@ -39,6 +39,7 @@
 #include "gateway/signed.hpp"
 #include "instrument/store.hpp"
 #include "tests/gateway/testkit.hpp"
+#include "tests/transport/it_hub_support.hpp"
 #include "transport/links/endpoint.hpp"
 #include "transport/links/serial_link.hpp"
 
@@ -235,20 +236,7 @@ class Child {
 // parked for the next call); rethrows what it threw.
 template <class T>
 T run_sync(boost::asio::io_context& io, boost::asio::awaitable<T> co) {
-  std::optional<T> result;
-  std::exception_ptr error;
-  bool done = false;
-  boost::asio::co_spawn(io, std::move(co), [&](std::exception_ptr e, T value) {
-    error = e;
-    if (!e) result = std::move(value);
-    done = true;
-  });
-  io.restart();
-  while (!done && io.run_one() > 0) {
-  }
-  if (error) std::rethrow_exception(error);
-  REQUIRE(result.has_value());
-  return std::move(*result);
+  return test::run_coroutine(io, std::move(co));
 }
 
 struct RigOptions {

@@ -21,6 +21,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "gateway/c_ptr.hpp"
 #include "gateway/gateway.hpp"
 #include "gateway/memory_storage.hpp"
 #include "gateway/signed.hpp"
@@ -59,12 +60,7 @@ std::string str(ByteView b) {
 // --- OpenSSL, used directly (the raw side of the comparison) -------------------------------------
 
 template <auto Free>
-struct Deleter {
-  template <class T>
-  void operator()(T* p) const {
-    Free(p);
-  }
-};
+using Deleter = CFree<Free>;
 using EvpPkey = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
 using EvpMdCtx = std::unique_ptr<EVP_MD_CTX, Deleter<EVP_MD_CTX_free>>;
 using Bio = std::unique_ptr<BIO, Deleter<BIO_free_all>>;

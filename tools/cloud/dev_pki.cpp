@@ -12,17 +12,14 @@
 #include <memory>
 #include <stdexcept>
 
+#include "gateway/c_ptr.hpp"
+
 namespace tollgate::cloud {
 
 namespace {
 
 template <auto Fn>
-struct Deleter {
-  template <class T>
-  void operator()(T* p) const {
-    Fn(p);
-  }
-};
+using Deleter = CFree<Fn>;
 using Pkey = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
 using Cert = std::unique_ptr<X509, Deleter<X509_free>>;
 using Bio = std::unique_ptr<BIO, Deleter<BIO_free_all>>;
