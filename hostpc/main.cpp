@@ -1,7 +1,10 @@
 // tollgate-host: the host PC's command line over the host library (identities,
 // token cache, instrument client). Exit statuses are those of hostpc/protocol.hpp:
-// 0 ok, 1 usage/other, 2 denied, 3 no usable token, 4 link failure, 5 forged answer.
+// 0 ok, 1 usage/other, 2 denied, 3 no usable token, 4 link failure, 5 forged answer;
+// the online commands (hostpc/online.hpp) add 6 cloud unreachable, 7 refused by
+// the cloud, 8 garbage answer from the cloud.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/json.hpp>
@@ -13,7 +16,9 @@
 
 #include "hostpc/cache.hpp"
 #include "hostpc/client.hpp"
+#include "hostpc/cloud_client.hpp"
 #include "hostpc/identity.hpp"
+#include "hostpc/online.hpp"
 #include "hostpc/protocol.hpp"
 #include "transport/links/endpoint.hpp"
 
@@ -70,6 +75,7 @@ struct Globals {
   std::string home_flag;
   std::string timeout = "2s";
   int retries = 3;
+  std::string cloud_timeout = "5s";
 };
 
 IdentityStore open_home(const Globals& g) {
@@ -181,6 +187,252 @@ int finish(const Failure& f) {
   return exit_code(f.outcome);
 }
 
+// --- online side -----------------------------------------------------------
+
+Bytes pick_user(const IdentityStore& store, const std::string& user) {
+  if (!user.empty()) return uuid_arg(user, "--user");
+  auto ids = store.list();
+  if (ids.size() != 1) {
+    throw Fatal{kExitUsage, ids.empty() ? "no identity: run `tollgate-host identity create`"
+                                        : "several identities: choose one with --user"};
+  }
+  return ids[0].user_id;
+}
+
+std::chrono::milliseconds cloud_timeout(const Globals& g) {
+  auto d = transport::parse_duration(g.cloud_timeout);
+  if (!d || d->count() <= 0) {
+    throw Fatal{kExitUsage, "--cloud-timeout " + g.cloud_timeout + " is not a duration"};
+  }
+  return std::chrono::duration_cast<std::chrono::milliseconds>(*d);
+}
+
+std::unique_ptr<CloudClient> open_cloud(const std::string& url, const std::string& ca_pem,
+                                        const Globals& g) {
+  std::string err;
+  auto u = parse_cloud_url(url, &err);
+  if (!u) throw Fatal{kExitUsage, err};
+  CloudClientOptions o;
+  o.url = *u;
+  o.ca_pem = ca_pem;
+  o.timeout = cloud_timeout(g);
+  return std::make_unique<CloudClient>(std::move(o));
+}
+
+json::object cloud_call(CloudClient& c, const std::string& method, const std::string& target,
+                        const json::object* body = nullptr, const std::string& bearer = {}) {
+  auto r = c.call(method, target, body, bearer);
+  if (r.index() == 1) {
+    const auto& e = std::get<1>(r);
+    std::string msg = e.message;
+    if (e.kind == CloudFailure::kGarbage) msg = "garbage answer from the cloud: " + msg;
+    if (e.code == "session_expired" || e.code == "invalid_session") msg += " (log in again)";
+    if (e.code == "no_enrolled_key" || e.code == "unknown_key") {
+      msg += " (run `tollgate-host identity enroll`)";
+    }
+    throw Fatal{exit_code(e.kind), msg};
+  }
+  return std::move(std::get<0>(r));
+}
+
+[[noreturn]] void garbage(const std::string& what) {
+  throw Fatal{kExitCloudGarbage, "garbage answer from the cloud: " + what};
+}
+
+std::string jstr(const json::object& o, const char* key) {
+  auto* v = o.if_contains(key);
+  if (!v || !v->is_string()) garbage(std::string("no string \"") + key + "\"");
+  return std::string(v->as_string().c_str());
+}
+
+std::int64_t jint(const json::object& o, const char* key) {
+  auto* v = o.if_contains(key);
+  if (v && v->is_int64()) return v->as_int64();
+  if (v && v->is_uint64() && v->as_uint64() <= INT64_MAX)
+    return static_cast<std::int64_t>(v->as_uint64());
+  garbage(std::string("no integer \"") + key + "\"");
+}
+
+Bytes jb64(const json::object& o, const char* key) {
+  auto b = base64_decode(jstr(o, key));
+  if (!b) garbage(std::string("\"") + key + "\" is not base64");
+  return *b;
+}
+
+struct LoggedIn {
+  Bytes user_id;
+  CloudSession session;
+  std::unique_ptr<CloudClient> client;
+};
+
+LoggedIn logged_in(const IdentityStore& store, const std::string& user, const Globals& g) {
+  LoggedIn l;
+  l.user_id = pick_user(store, user);
+  std::string err;
+  auto s = load_session(store.home(), l.user_id, &err);
+  if (!s) throw Fatal{kExitUsage, err};
+  l.session = std::move(*s);
+  l.client = open_cloud(l.session.cloud, l.session.ca_pem, g);
+  return l;
+}
+
+struct CurrentAuthorization {
+  std::uint64_t id = 0;
+  crypto::PublicKey cloud_key;
+};
+
+// GET /v1/authorization, checked for shape and cached: tokens are verified
+// under the cloud key it names.
+CurrentAuthorization fetch_authorization(CloudClient& c, TokenCache& cache,
+                                         std::ostream& out = std::cout) {
+  auto o = cloud_call(c, "GET", "/v1/authorization");
+  const Bytes bytes = jb64(o, "authorization");
+  auto parsed = parse_authorization(bytes);
+  if (!parsed) garbage(std::string("authorization: ") + std::string(error_name(parsed.error())));
+  if (static_cast<std::uint64_t>(jint(o, "id")) != parsed->id) {
+    garbage("authorization id does not match its object");
+  }
+  auto key = authorized_cloud_key(bytes);
+  if (!key) garbage(std::string("authorization key: ") + std::string(error_name(key.error())));
+  auto r = cache.import_authorization(bytes);
+  if (!r) throw Fatal{kExitUsage, "token cache: " + cache.last_error()};
+  out << "authorization " << parsed->id << " not after " << iso_time(parsed->not_after)
+      << (*r == ImportResult::kAdded ? " (new)" : "") << "\n";
+  return CurrentAuthorization{parsed->id, std::move(*key)};
+}
+
+// GET /v1/devices/{id}: pins the key of a device not yet paired; a paired
+// device whose pin differs from the cloud's record is a forgery on one side.
+void pin_from_cloud(LoggedIn& l, TokenCache& cache, ByteView device_id) {
+  const std::string dev = uuid_to_string(device_id);
+  auto o = cloud_call(*l.client, "GET", "/v1/devices/" + dev, nullptr, l.session.session);
+  if (jstr(o, "device_id") != dev) garbage("device record for another device");
+  auto key = crypto::PublicKey::from_pem(jstr(o, "public_key"));
+  if (!key) garbage("device public key is not a supported key");
+  auto known = cache.device(device_id);
+  if (!known) throw Fatal{kExitUsage, "token cache: " + cache.last_error()};
+  if (known->has_value()) {
+    if ((*known)->public_key != key->spki_der()) {
+      throw Fatal{kExitForged, "device " + dev + ": the cloud's key " + to_hex(key->id()) +
+                                   " differs from the pinned key: not changing the pin"};
+    }
+    std::cout << "device " << dev << " key " << to_hex(key->id()) << " matches the pin\n";
+    return;
+  }
+  DeviceRecord r;
+  r.device_id = Bytes(device_id.begin(), device_id.end());
+  r.public_key = key->spki_der();
+  if (auto st = cache.put_device(r); !st) {
+    throw Fatal{kExitUsage, "token cache: " + cache.last_error()};
+  }
+  std::cout << "device " << dev << " key " << to_hex(key->id()) << " pinned (from the cloud)\n";
+}
+
+// POST /v1/tokens until `goal` tokens (or, by_uses, uses) are cached. Every
+// token of an answer is checked against `want` before any of it is cached; a
+// progress line per token goes to `out`. Returns (tokens, uses) cached.
+std::pair<std::uint64_t, std::uint64_t> mint_into_cache(LoggedIn& l, TokenCache& cache,
+                                                        const TokenExpectation& want, bool by_uses,
+                                                        std::uint64_t goal, std::ostream& out) {
+  const std::string device = uuid_to_string(want.device_id);
+  auto user_key = crypto::PublicKey::from_spki_der(want.user_spki);
+  if (!user_key) throw Fatal{kExitUsage, "the identity's public key is unreadable"};
+  const std::string key_id = to_hex(user_key->id());
+  std::uint64_t got_tokens = 0, got_uses = 0, per_token = 0;
+  while ((by_uses ? got_uses : got_tokens) < goal) {
+    std::uint64_t count = 1;
+    if (!by_uses) {
+      count = std::min<std::uint64_t>(16, goal - got_tokens);
+    } else if (per_token > 0) {
+      count = std::min<std::uint64_t>(16, (goal - got_uses + per_token - 1) / per_token);
+    }
+    const json::object req{{"device_id", device}, {"count", count}, {"key_id", key_id}};
+    auto o = cloud_call(*l.client, "POST", "/v1/tokens", &req, l.session.session);
+    if (static_cast<std::uint64_t>(jint(o, "authorization_id")) != want.authorization_id) {
+      garbage("tokens minted under another authorization than the current one");
+    }
+    auto* arr = o.if_contains("tokens");
+    if (!arr || !arr->is_array() || arr->as_array().empty() || arr->as_array().size() > count) {
+      garbage("no token list of the size asked for");
+    }
+    // Every token of an answer verifies before any of it is cached.
+    std::vector<CachedToken> batch;
+    for (const auto& t : arr->as_array()) {
+      if (!t.is_object()) garbage("a token entry is not an object");
+      std::string why;
+      auto ct = check_minted_token(jb64(t.as_object(), "token"), want, &why);
+      if (!ct) garbage("token refused: " + why);
+      batch.push_back(std::move(*ct));
+    }
+    if (auto st = cache.begin_bulk(); !st) {
+      throw Fatal{kExitUsage, "token cache: " + cache.last_error()};
+    }
+    for (const auto& ct : batch) {
+      if (auto r = cache.import_token(ct.bytes); !r) {
+        throw Fatal{kExitUsage, "token cache: " + cache.last_error()};
+      }
+      ++got_tokens;
+      got_uses += ct.authorized_uses;
+      out << "token " << got_tokens << ": " << uuid_to_string(ct.token_id) << "  "
+          << ct.authorized_uses << " use(s), expires " << iso_time(ct.expires_at) << "  ["
+          << (by_uses ? got_uses : got_tokens) << "/" << goal << (by_uses ? " uses]" : " tokens]")
+          << "\n"
+          << std::flush;
+    }
+    if (auto st = cache.end_bulk(); !st) {
+      throw Fatal{kExitUsage, "token cache: " + cache.last_error()};
+    }
+    per_token = batch.front().authorized_uses;
+  }
+  return {got_tokens, got_uses};
+}
+
+// The front-loading policy of `run`: top the device's cached tokens up to
+// `keep_uses` uses and `keep_days` days of validity, if logged in and the cloud
+// answers within `deadline`. Any failure falls back to the cache at once: the
+// run goes on with what is cached, a note on stderr says why.
+void top_up(const IdentityStore& store, TokenCache& cache, const Globals& g,
+            const std::string& deadline, const Bytes& uid, const Bytes& device,
+            const crypto::PublicKey& user_pub, std::uint64_t keep_uses, std::uint64_t keep_days) {
+  const UnixSeconds now = wall_now();
+  auto usable = cache.usable(device, uid, now, 100000);
+  if (!usable) {
+    std::cerr << "  top-up skipped: token cache: " << cache.last_error() << "\n";
+    return;
+  }
+  std::uint64_t have = 0;
+  UnixSeconds latest = 0;
+  for (const auto& t : *usable) {
+    have += t.uses_left;
+    latest = std::max(latest, t.expires_at);
+  }
+  std::uint64_t need = have < keep_uses ? keep_uses - have : 0;
+  if (keep_days > 0 && latest < now + static_cast<UnixSeconds>(keep_days) * 24 * 3600) {
+    need = std::max<std::uint64_t>(need, 1);
+  }
+  if (need == 0) return;
+  std::string err;
+  auto session = load_session(store.home(), uid, &err);
+  if (!session) {
+    std::cerr << "  top-up skipped: " << err << "\n";
+    return;
+  }
+  try {
+    Globals quick = g;
+    quick.cloud_timeout = deadline;
+    LoggedIn l;
+    l.user_id = uid;
+    l.session = std::move(*session);
+    l.client = open_cloud(l.session.cloud, l.session.ca_pem, quick);
+    auto auth = fetch_authorization(*l.client, cache, std::cerr);
+    const TokenExpectation want{&auth.cloud_key, auth.id, device, uid, user_pub.spki_der(), now};
+    const auto [tokens, uses] = mint_into_cache(l, cache, want, true, need, std::cerr);
+    std::cerr << "  topped up: " << tokens << " token(s), " << uses << " use(s)\n";
+  } catch (const Fatal& f) {
+    std::cerr << "  top-up skipped: " << f.message << "\n";
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -190,7 +442,9 @@ int main(int argc, char** argv) {
   app.footer(
       "Exit statuses: 0 ok, 1 usage or other error, 2 denied by the device (or the command "
       "failed),\n"
-      "3 no usable cached token left, 4 link failure, 5 forged or unverifiable answer.");
+      "3 no usable cached token left, 4 link failure, 5 forged or unverifiable answer,\n"
+      "6 cloud unreachable (or no answer in time), 7 refused by the cloud, 8 garbage answer "
+      "from the cloud.");
   Globals g;
   app.add_option("--home", g.home_flag,
                  "State folder (default $TOLLGATE_HOME, else ~/.local/share/tollgate)");
@@ -241,7 +495,56 @@ int main(int argc, char** argv) {
   run->add_option("--link", link, "Endpoint")->required();
   run->add_option("--user", user, "User UUID (default: the only identity)");
   run->add_option("--passphrase-file", pass_file, "Passphrase (first line); else prompted");
+  unsigned keep_uses = 0, keep_days = 0;
+  std::string top_up_timeout = "1s";
+  run->add_option("--keep-uses", keep_uses,
+                  "Front-loading: when logged in, first top up to N cached uses for the device")
+      ->check(CLI::Range(0u, 100000u));
+  run->add_option("--keep-days", keep_days,
+                  "Front-loading: first top up when no cached token is valid D more days")
+      ->check(CLI::Range(0u, 3650u));
+  run->add_option("--top-up-timeout", top_up_timeout,
+                  "How long the top-up waits for the cloud before using the cache")
+      ->capture_default_str();
   run->prefix_command();
+
+  // online
+  app.add_option("--cloud-timeout", g.cloud_timeout,
+                 "Deadline for connecting to the cloud and for each of its answers")
+      ->capture_default_str();
+  std::string cloud_url, account, ca_file, password_file;
+  auto* login = app.add_subcommand(
+      "login", "Log in to the cloud; the session is kept with the identity (0600)");
+  login->add_option("--cloud", cloud_url, "https://HOST[:PORT]")->required();
+  login->add_option("--account", account, "Cloud user name")->required();
+  login->add_option("--user", user, "Identity UUID the account must belong to (checked)");
+  login->add_option("--password-file", password_file, "Password (first line); else prompted");
+  login->add_option("--ca", ca_file, "CA certificate (PEM) for the cloud; default: system store");
+  auto* id_enroll = identity->add_subcommand(
+      "enroll", "Enroll the identity's public key with the cloud (signed challenge)");
+  id_enroll->add_option("--user", user, "User UUID (default: the only identity)");
+  id_enroll->add_option("--passphrase-file", pass_file, "Passphrase (first line); else prompted");
+  unsigned want_uses = 0, want_tokens = 0;
+  auto* prefetch =
+      app.add_subcommand("prefetch", "Fetch verified tokens for a device from the cloud");
+  prefetch->add_option("--device", device, "Device UUID")->required();
+  prefetch->add_option("--user", user, "User UUID (default: the only identity)");
+  auto* opt_uses =
+      prefetch->add_option("--uses", want_uses, "Fetch tokens until they carry at least N uses")
+          ->check(CLI::Range(1u, 100000u));
+  auto* opt_tokens = prefetch->add_option("--tokens", want_tokens, "Fetch N tokens (default 1)")
+                         ->check(CLI::Range(1u, 10000u));
+  opt_uses->excludes(opt_tokens);
+  std::vector<std::string> sync_devices;
+  auto* sync = app.add_subcommand(
+      "sync", "Refresh the cloud authorization and the device keys from the cloud");
+  sync->add_option("--user", user, "User UUID (default: the only identity)");
+  sync->add_option("--device", sync_devices,
+                   "Device UUID (repeatable; default: the devices of cached tokens)");
+  std::vector<std::string> receipts;
+  sync->add_option("--receipts", receipts,
+                   "Signed AuditExport files (a device's export_audit answer) to upload so the "
+                   "cloud reconciles the uses charged offline");
 
   try {
     app.parse(argc, argv);
@@ -278,6 +581,71 @@ int main(int argc, char** argv) {
         std::cout << uuid_to_string(i.user_id) << "  " << crypto::algorithm_name(i.algorithm)
                   << "  " << to_hex(i.key_id) << "\n";
       }
+      return 0;
+    }
+
+    if (*login) {
+      std::string ca_pem;
+      if (!ca_file.empty()) {
+        const Bytes b = read_bytes(ca_file);
+        ca_pem.assign(b.begin(), b.end());
+      }
+      std::optional<Bytes> want_uid;
+      if (!user.empty()) want_uid = uuid_arg(user, "--user");
+      std::string err;
+      auto pw = password_file.empty() ? prompt_passphrase("cloud password: ", false, &err)
+                                      : read_passphrase_file(password_file, &err);
+      if (!pw) throw Fatal{kExitUsage, err};
+      auto client = open_cloud(cloud_url, ca_pem, g);
+      const json::object req{{"user", account}, {"password", *pw}};
+      auto o = cloud_call(*client, "POST", "/v1/login", &req);
+      CloudSession s;
+      s.cloud = cloud_url;
+      s.ca_pem = ca_pem;
+      s.account = account;
+      s.session = jstr(o, "session");
+      if (auto h = from_hex(s.session); !h || h->size() != 32) garbage("session is not 64 hex");
+      auto uid = uuid_from_string(jstr(o, "user_id"));
+      if (!uid) garbage("user_id is not a UUID");
+      s.user_id = *uid;
+      s.expires_at = jint(o, "expires_at");
+      if (want_uid && *want_uid != *uid) {
+        throw Fatal{kExitUsage, "account " + account + " is user " + uuid_to_string(*uid) +
+                                    ", not --user " + user};
+      }
+      if (!save_session(store.home(), s, &err)) throw Fatal{kExitUsage, err};
+      std::cout << "logged in to " << cloud_url << " as " << account << " (user "
+                << uuid_to_string(*uid) << "), session until " << iso_time(s.expires_at) << "\n";
+      if (!store.find(*uid)) {
+        std::cout << "no identity for this user yet: run `tollgate-host identity create --user "
+                  << uuid_to_string(*uid) << "`, then `tollgate-host identity enroll`\n";
+      }
+      return 0;
+    }
+    if (*id_enroll) {
+      auto l = logged_in(store, user, g);
+      if (!store.find(l.user_id)) {
+        throw Fatal{kExitUsage, "no identity for user " + uuid_to_string(l.user_id)};
+      }
+      const std::string p = passphrase(pass_file, false);
+      auto key = store.load(l.user_id, p);
+      if (key.index() == 1) throw Fatal{kExitUsage, std::get<1>(key).message};
+      const auto& user_key = std::get<0>(key);
+      const Bytes& spki = user_key.public_key().spki_der();
+      const json::object req{{"public_key", base64_encode(spki)}};
+      auto ch = cloud_call(*l.client, "POST", "/v1/enroll/challenge", &req, l.session.session);
+      const std::string challenge_id = jstr(ch, "challenge_id");
+      const Bytes challenge = jb64(ch, "challenge");
+      if (challenge.size() != 32) garbage("the challenge is not 32 bytes");
+      if (jstr(ch, "key_id") != to_hex(user_key.public_key().id())) {
+        garbage("the challenge names another key");
+      }
+      auto sig = user_key.sign(enrollment_message(challenge, l.user_id, spki));
+      if (!sig) throw Fatal{kExitUsage, "cannot sign the enrollment challenge"};
+      const json::object proof{{"challenge_id", challenge_id}, {"signature", base64_encode(*sig)}};
+      auto done = cloud_call(*l.client, "POST", "/v1/enroll", &proof, l.session.session);
+      std::cout << "enrolled key " << jstr(done, "key_id") << " for user "
+                << uuid_to_string(l.user_id) << "\n";
       return 0;
     }
 
@@ -344,6 +712,71 @@ int main(int argc, char** argv) {
       return 0;
     }
 
+    if (*prefetch) {
+      const Bytes dev = uuid_arg(device, "--device");
+      const std::string dev_text = uuid_to_string(dev);
+      auto l = logged_in(store, user, g);
+      auto info = store.find(l.user_id);
+      if (!info) throw Fatal{kExitUsage, "no identity for user " + uuid_to_string(l.user_id)};
+      auto user_pub = crypto::PublicKey::from_pem(info->public_pem);
+      if (!user_pub) throw Fatal{kExitUsage, "the identity's public key is unreadable"};
+      auto auth = fetch_authorization(*l.client, *cache);
+      pin_from_cloud(l, *cache, dev);
+      const TokenExpectation want{&auth.cloud_key,      auth.id,   dev, l.user_id,
+                                  user_pub->spki_der(), wall_now()};
+      const bool by_uses = want_uses > 0;
+      const std::uint64_t goal = by_uses ? want_uses : (want_tokens > 0 ? want_tokens : 1);
+      const auto [got_tokens, got_uses] =
+          mint_into_cache(l, *cache, want, by_uses, goal, std::cout);
+      std::cout << "prefetched " << got_tokens << " token(s), " << got_uses << " use(s) for device "
+                << dev_text << "\n";
+      return 0;
+    }
+    if (*sync) {
+      auto l = logged_in(store, user, g);
+      fetch_authorization(*l.client, *cache);
+      std::vector<Bytes> devs;
+      for (const auto& d : sync_devices) devs.push_back(uuid_arg(d, "--device"));
+      if (devs.empty()) {
+        auto list = cache->list();
+        if (!list) throw Fatal{kExitUsage, "token cache: " + cache->last_error()};
+        for (const auto& t : *list) {
+          if (t.user_id == l.user_id &&
+              std::find(devs.begin(), devs.end(), t.device_id) == devs.end()) {
+            devs.push_back(t.device_id);
+          }
+        }
+      }
+      int rc = 0;
+      for (const auto& d : devs) {
+        try {
+          pin_from_cloud(l, *cache, d);
+        } catch (const Fatal& f) {
+          // One device the user lost access to does not stop the others.
+          if (f.code != kExitCloudRefused) throw;
+          std::cerr << "tollgate-host: device " << uuid_to_string(d) << ": " << f.message << "\n";
+          rc = f.code;
+        }
+      }
+      for (const auto& f : receipts) {
+        const json::object req{{"export", base64_encode(read_bytes(f))}};
+        try {
+          auto o = cloud_call(*l.client, "POST", "/v1/receipts", &req, l.session.session);
+          std::cout << f << ": device " << jstr(o, "device_id") << ", "
+                    << jint(o, "records_applied") << " record(s) applied, "
+                    << jint(o, "uses_reconciled") << " use(s) reconciled, next seq "
+                    << jint(o, "next_seq") << "\n";
+        } catch (const Fatal& fatal) {
+          // A refused export (a chain gap, say) does not stop the others.
+          if (fatal.code != kExitCloudRefused) throw;
+          std::cerr << "tollgate-host: " << f << ": " << fatal.message << "\n";
+          rc = fatal.code;
+        }
+      }
+      std::cout << "synced the authorization and " << devs.size() << " device key(s)\n";
+      return rc;
+    }
+
     const ClientOptions opts = client_options(g);
     if (*pair || *status) {
       const bool pairing = pair->parsed();
@@ -392,6 +825,10 @@ int main(int argc, char** argv) {
       if (key.index() == 1) throw Fatal{kExitUsage, std::get<1>(key).message};
       const auto& user_key = std::get<0>(key);
       const Bytes device_id = (*dev)->device_id;
+      if (keep_uses > 0 || keep_days > 0) {
+        top_up(store, *cache, g, top_up_timeout, uid, device_id, user_key.public_key(), keep_uses,
+               keep_days);
+      }
       auto report =
           with_link<RunReport>(link, [&](transport::MessageLink& l) -> asio::awaitable<RunReport> {
             HostClient client(l, *cache, opts, wall_now);
