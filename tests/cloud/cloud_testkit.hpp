@@ -3,10 +3,18 @@
 // authorization, and helpers to log in, enroll and mint through the API.
 // `call` goes straight to Authority::handle; it_api.cpp sends the same
 // requests over real TLS.
+//
+// Every store-backed test runs once per backend (TEST_CASE_TEMPLATE over
+// OnSqlite, OnPostgres): SQLite always; PostgreSQL when TOLLGATE_PG_URL names
+// a server (tools/pg start prints one), each fixture in a scratch schema that
+// it drops again. Without TOLLGATE_PG_URL the PostgreSQL runs log a SKIP
+// message and pass.
 #pragma once
 
 #include <doctest/doctest.h>
 #include <stdlib.h>
+
+#include <cstdlib>
 
 #include <atomic>
 #include <boost/json.hpp>
@@ -19,6 +27,7 @@
 #include "instrument/audit.hpp"
 #include "tools/cloud/authority.hpp"
 #include "tools/cloud/codec.hpp"
+#include "tools/cloud/pg_store.hpp"
 #include "tools/cloud/sqlite_store.hpp"
 
 namespace tollgate::cloud::testkit {
@@ -26,6 +35,29 @@ namespace tollgate::cloud::testkit {
 namespace json = boost::json;
 
 inline constexpr UnixTime kStart = 1'800'000'000;  // 2027-01-15
+
+enum class Backend { kSqlite, kPostgres };
+struct OnSqlite {
+  static constexpr Backend kBackend = Backend::kSqlite;
+};
+struct OnPostgres {
+  static constexpr Backend kBackend = Backend::kPostgres;
+};
+
+// The PostgreSQL server for the tests, or "" when there is none.
+inline std::string pg_test_url() {
+  const char* url = std::getenv("TOLLGATE_PG_URL");
+  return url ? url : "";
+}
+
+// false (after logging a SKIP line) when the backend has no server here.
+inline bool backend_available(Backend b) {
+  if (b == Backend::kPostgres && pg_test_url().empty()) {
+    MESSAGE("SKIP PostgreSQL run: TOLLGATE_PG_URL is not set (tools/pg start DIR prints one)");
+    return false;
+  }
+  return true;
+}
 
 struct Reply {
   int status = 0;
@@ -52,7 +84,9 @@ struct CloudFixture {
       const std::string&, const std::string&, const std::string&, const std::string&)>;
 
   std::filesystem::path dir;
-  std::unique_ptr<SqliteCloudStore> store;
+  Backend backend;
+  std::unique_ptr<PgScratchSchema> pg_schema;  // a PostgreSQL run's own schema
+  std::unique_ptr<CloudStore> store;
   std::atomic<UnixTime> now{kStart};
   crypto::PrivateKey master = new_key();
   crypto::PrivateKey cloud_key = new_key();
@@ -63,11 +97,14 @@ struct CloudFixture {
   std::unique_ptr<Authority> authority;
   Transport transport;
 
-  explicit CloudFixture(AuthorityOptions options = cheap_options()) {
+  explicit CloudFixture(Backend backend = Backend::kSqlite,
+                        AuthorityOptions options = cheap_options())
+      : backend(backend) {
     std::string tmpl = (std::filesystem::temp_directory_path() / "tollgate-cloud-XXXXXX").string();
     REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
     dir = tmpl;
-    store = std::make_unique<SqliteCloudStore>((dir / "cloud.db").string());
+    if (backend == Backend::kPostgres) pg_schema = std::make_unique<PgScratchSchema>(pg_test_url());
+    store = open_another_store();
 
     v1::CloudKeyAuthorization auth;
     auth.set_id(7);
@@ -116,8 +153,17 @@ struct CloudFixture {
   ~CloudFixture() {
     authority.reset();
     store.reset();
+    pg_schema.reset();  // drops the schema
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);
+  }
+
+  // Another store on the same database, as a second server process would open it.
+  std::unique_ptr<CloudStore> open_another_store() const {
+    if (backend == Backend::kPostgres) {
+      return std::make_unique<PgCloudStore>(pg_schema->url());
+    }
+    return std::make_unique<SqliteCloudStore>((dir / "cloud.db").string());
   }
 
   // Tests run Argon2 for real but small: the cost parameters are not under test.
@@ -226,3 +272,12 @@ inline v1::AuditRecord command_record(const std::string& token_id, std::uint32_t
 }
 
 }  // namespace tollgate::cloud::testkit
+
+TYPE_TO_STRING_AS("sqlite", tollgate::cloud::testkit::OnSqlite);
+TYPE_TO_STRING_AS("postgresql", tollgate::cloud::testkit::OnPostgres);
+
+// Declares `var` as a `Fixture` on backend B (a TEST_CASE_TEMPLATE parameter),
+// or ends the test with a SKIP message when that backend has no server here.
+#define TOLLGATE_CLOUD_FIXTURE(Fixture, var, B, ...)                       \
+  if (!::tollgate::cloud::testkit::backend_available(B::kBackend)) return; \
+  Fixture var(B::kBackend __VA_OPT__(, ) __VA_ARGS__)

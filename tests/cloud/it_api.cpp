@@ -22,7 +22,8 @@ struct TlsCloud : CloudFixture {
   std::unique_ptr<HttpsServer> server;
   std::unique_ptr<HttpsClient> client;
 
-  explicit TlsCloud(AuthorityOptions o = cheap_options()) : CloudFixture(o) {
+  explicit TlsCloud(Backend b = Backend::kSqlite, AuthorityOptions o = cheap_options())
+      : CloudFixture(b, o) {
     ServerOptions so;
     so.port = 0;
     so.cert_chain_pem = pki.server_cert_pem;
@@ -51,8 +52,9 @@ struct TlsCloud : CloudFixture {
 
 }  // namespace
 
-TEST_CASE("a wrong password is 401 bad_credentials and opens no session") {
-  TlsCloud c;
+TEST_CASE_TEMPLATE("a wrong password is 401 bad_credentials and opens no session", B, OnSqlite,
+                   OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(TlsCloud, c, B);
   const auto before = c.store->counts();
   auto r = c.post("/v1/login", json::object{{"user", "alice"}, {"password", "not-hers"}});
   CHECK(r.status == 401);
@@ -63,8 +65,9 @@ TEST_CASE("a wrong password is 401 bad_credentials and opens no session") {
   CHECK(c.store->counts() == before);
 }
 
-TEST_CASE("repeated failed logins are rate limited, and the right password is refused too") {
-  TlsCloud c;
+TEST_CASE_TEMPLATE("repeated failed logins are rate limited, and the right password is refused too",
+                   B, OnSqlite, OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(TlsCloud, c, B);
   for (int i = 0; i < 10; ++i) {
     CHECK(c.post("/v1/login", json::object{{"user", "alice"}, {"password", "guess"}}).status ==
           401);
@@ -78,8 +81,9 @@ TEST_CASE("repeated failed logins are rate limited, and the right password is re
       200);
 }
 
-TEST_CASE("a token for another user's device is 403 not_entitled and mints nothing") {
-  TlsCloud c;
+TEST_CASE_TEMPLATE("a token for another user's device is 403 not_entitled and mints nothing", B,
+                   OnSqlite, OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(TlsCloud, c, B);
   const std::string alice = c.login("alice", "alice-password");
   REQUIRE(c.enroll(alice, c.alice_key, c.alice_id).status == 200);
   const auto before = c.store->counts();
@@ -94,8 +98,9 @@ TEST_CASE("a token for another user's device is 403 not_entitled and mints nothi
   CHECK(c.store->counts() == before);
 }
 
-TEST_CASE("over-entitlement is refused with its specific code and reserves nothing") {
-  TlsCloud c;
+TEST_CASE_TEMPLATE("over-entitlement is refused with its specific code and reserves nothing", B,
+                   OnSqlite, OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(TlsCloud, c, B);
   const std::string alice = c.login("alice", "alice-password");
   REQUIRE(c.enroll(alice, c.alice_key, c.alice_id).status == 200);
   const auto before = c.store->counts();
@@ -121,8 +126,9 @@ TEST_CASE("over-entitlement is refused with its specific code and reserves nothi
   CHECK(c.store->counts() == capped);
 }
 
-TEST_CASE("a replayed enrollment is 409 challenge_used and enrolls nothing") {
-  TlsCloud c;
+TEST_CASE_TEMPLATE("a replayed enrollment is 409 challenge_used and enrolls nothing", B, OnSqlite,
+                   OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(TlsCloud, c, B);
   const std::string alice = c.login("alice", "alice-password");
   const auto& der = c.alice_key.public_key().spki_der();
   auto ch = c.post("/v1/enroll/challenge", json::object{{"public_key", base64_encode(der)}}, alice);
@@ -146,8 +152,9 @@ TEST_CASE("a replayed enrollment is 409 challenge_used and enrolls nothing") {
   CHECK(after_login.user_keys == before.user_keys);
 }
 
-TEST_CASE("an enrollment signed by another key is 403 proof_failed and enrolls nothing") {
-  TlsCloud c;
+TEST_CASE_TEMPLATE("an enrollment signed by another key is 403 proof_failed and enrolls nothing", B,
+                   OnSqlite, OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(TlsCloud, c, B);
   const std::string alice = c.login("alice", "alice-password");
   const auto& der = c.alice_key.public_key().spki_der();
   auto ch = c.post("/v1/enroll/challenge", json::object{{"public_key", base64_encode(der)}}, alice);
@@ -165,8 +172,9 @@ TEST_CASE("an enrollment signed by another key is 403 proof_failed and enrolls n
   CHECK(c.store->counts() == before);
 }
 
-TEST_CASE("malformed and oversized requests get 400, 413 and 431 and change nothing") {
-  TlsCloud c;
+TEST_CASE_TEMPLATE("malformed and oversized requests get 400, 413 and 431 and change nothing", B,
+                   OnSqlite, OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(TlsCloud, c, B);
   const std::string alice = c.login("alice", "alice-password");
   const auto before = c.store->counts();
 
@@ -208,8 +216,9 @@ TEST_CASE("malformed and oversized requests get 400, 413 and 431 and change noth
   CHECK(c.call("GET", "/v1/authorization").status == 200);
 }
 
-TEST_CASE("an expired session is 401 session_expired and mints nothing") {
-  TlsCloud c;
+TEST_CASE_TEMPLATE("an expired session is 401 session_expired and mints nothing", B, OnSqlite,
+                   OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(TlsCloud, c, B);
   const std::string alice = c.login("alice", "alice-password");
   REQUIRE(c.enroll(alice, c.alice_key, c.alice_id).status == 200);
   c.now += 3600;  // the default session lifetime
@@ -226,8 +235,9 @@ TEST_CASE("an expired session is 401 session_expired and mints nothing") {
   CHECK(c.store->counts() == before);
 }
 
-TEST_CASE("a revoked user's session ends and the user cannot log in again") {
-  TlsCloud c;
+TEST_CASE_TEMPLATE("a revoked user's session ends and the user cannot log in again", B, OnSqlite,
+                   OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(TlsCloud, c, B);
   const std::string alice = c.login("alice", "alice-password");
   REQUIRE(c.store->revoke_user("alice"));
   CHECK(c.mint(alice, c.device1, 1).status == 401);
@@ -236,8 +246,10 @@ TEST_CASE("a revoked user's session ends and the user cannot log in again") {
   CHECK(r.error() == "user_revoked");
 }
 
-TEST_CASE("a minted token verifies under the authorized cloud key and binds device, user and key") {
-  TlsCloud c;
+TEST_CASE_TEMPLATE(
+    "a minted token verifies under the authorized cloud key and binds device, user and key", B,
+    OnSqlite, OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(TlsCloud, c, B);
   const std::string alice = c.login("alice", "alice-password");
   REQUIRE(c.enroll(alice, c.alice_key, c.alice_id).status == 200);
   auto r = c.mint(alice, c.device1, 3, 2);
@@ -268,8 +280,9 @@ TEST_CASE("a minted token verifies under the authorized cloud key and binds devi
   CHECK(c.store->entitlement(c.alice_id, c.device1)->balance == 20 - 6);
 }
 
-TEST_CASE("the device key and the authorization are served for pinning and installing") {
-  TlsCloud c;
+TEST_CASE_TEMPLATE("the device key and the authorization are served for pinning and installing", B,
+                   OnSqlite, OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(TlsCloud, c, B);
   const std::string alice = c.login("alice", "alice-password");
   auto d = c.call("GET", "/v1/devices/" + uuid_to_string(c.device1), {}, alice);
   REQUIRE(d.status == 200);
@@ -281,8 +294,8 @@ TEST_CASE("the device key and the authorization are served for pinning and insta
         c.store->authorization());
 }
 
-TEST_CASE("receipts reconcile the uses a device charged, once") {
-  TlsCloud c;
+TEST_CASE_TEMPLATE("receipts reconcile the uses a device charged, once", B, OnSqlite, OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(TlsCloud, c, B);
   const std::string alice = c.login("alice", "alice-password");
   REQUIRE(c.enroll(alice, c.alice_key, c.alice_id).status == 200);
   auto m = c.mint(alice, c.device1, 5);
@@ -302,8 +315,9 @@ TEST_CASE("receipts reconcile the uses a device charged, once") {
   CHECK(c.store->counts().uses_consumed == 3);
 }
 
-TEST_CASE("pay-per-use never mints more uses than the balance under 32 concurrent clients") {
-  TlsCloud c;
+TEST_CASE_TEMPLATE("pay-per-use never mints more uses than the balance under 32 concurrent clients",
+                   B, OnSqlite, OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(TlsCloud, c, B);
   constexpr std::uint64_t kBalance = 100;
   constexpr std::uint32_t kUsesPerToken = 3;
   auto e = *c.store->entitlement(c.alice_id, c.device1);

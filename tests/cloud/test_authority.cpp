@@ -33,8 +33,8 @@ TEST_CASE("a password verifies only against its own Argon2id hash") {
   CHECK(hash_password("s3cret-pass", p) != h);  // fresh salt each time
 }
 
-TEST_CASE("requests outside the API get 404, 405 and 415") {
-  CloudFixture c;
+TEST_CASE_TEMPLATE("requests outside the API get 404, 405 and 415", B, OnSqlite, OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(CloudFixture, c, B);
   CHECK(c.call("GET", "/v2/tokens").status == 404);
   CHECK(c.call("DELETE", "/v1/login").status == 405);
   CHECK(c.call("POST", "/v1/devices/" + uuid_to_string(c.device1), "{}").status == 405);
@@ -45,8 +45,9 @@ TEST_CASE("requests outside the API get 404, 405 and 415") {
   CHECK(c.authority->handle(r).status == 400);  // accepted type; the body lacks fields
 }
 
-TEST_CASE("a subscription mints only inside its window, capped at the window's end") {
-  CloudFixture c;
+TEST_CASE_TEMPLATE("a subscription mints only inside its window, capped at the window's end", B,
+                   OnSqlite, OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(CloudFixture, c, B);
   const std::string bob = c.login("bob", "bob-password");
   crypto::PrivateKey key = new_key();
   REQUIRE(c.enroll(bob, key, c.bob_id).status == 200);
@@ -64,8 +65,9 @@ TEST_CASE("a subscription mints only inside its window, capped at the window's e
   CHECK(c.store->counts() == before);
 }
 
-TEST_CASE("rent-to-own tokens are short-lived until the price is paid") {
-  CloudFixture c;
+TEST_CASE_TEMPLATE("rent-to-own tokens are short-lived until the price is paid", B, OnSqlite,
+                   OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(CloudFixture, c, B);
   EntitlementRecord e;
   e.user_id = c.alice_id;
   e.device_id = c.device2;
@@ -88,8 +90,9 @@ TEST_CASE("rent-to-own tokens are short-lived until the price is paid") {
         kStart + 365 * 86400);
 }
 
-TEST_CASE("without a valid authorization for its key the authority mints nothing (503)") {
-  CloudFixture c;
+TEST_CASE_TEMPLATE("without a valid authorization for its key the authority mints nothing (503)", B,
+                   OnSqlite, OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(CloudFixture, c, B);
   const std::string alice = c.login("alice", "alice-password");
   REQUIRE(c.enroll(alice, c.alice_key, c.alice_id).status == 200);
   c.now = kStart + 365 * 86400;  // the authorization's not_after
@@ -101,8 +104,9 @@ TEST_CASE("without a valid authorization for its key the authority mints nothing
   CHECK(c.store->counts() == before);
 }
 
-TEST_CASE("minting needs an enrolled key, and an expired challenge enrolls nothing") {
-  CloudFixture c;
+TEST_CASE_TEMPLATE("minting needs an enrolled key, and an expired challenge enrolls nothing", B,
+                   OnSqlite, OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(CloudFixture, c, B);
   const std::string alice = c.login("alice", "alice-password");
   auto none = c.mint(alice, c.device1, 1);
   CHECK(none.status == 409);
@@ -124,10 +128,11 @@ TEST_CASE("minting needs an enrolled key, and an expired challenge enrolls nothi
   CHECK(c.store->counts() == before);
 }
 
-TEST_CASE("token requests beyond the per-user rate get 429 and mint nothing") {
+TEST_CASE_TEMPLATE("token requests beyond the per-user rate get 429 and mint nothing", B, OnSqlite,
+                   OnPostgres) {
   AuthorityOptions o = CloudFixture::cheap_options();
   o.mint_requests_per_minute = 3;
-  CloudFixture c(o);
+  TOLLGATE_CLOUD_FIXTURE(CloudFixture, c, B, o);
   const std::string alice = c.login("alice", "alice-password");
   REQUIRE(c.enroll(alice, c.alice_key, c.alice_id).status == 200);
   for (int i = 0; i < 3; ++i) REQUIRE(c.mint(alice, c.device1, 1).status == 200);
@@ -140,8 +145,10 @@ TEST_CASE("token requests beyond the per-user rate get 429 and mint nothing") {
   CHECK(c.mint(alice, c.device1, 1).status == 200);
 }
 
-TEST_CASE("receipts that do not continue the reconciled chain are refused and change nothing") {
-  CloudFixture c;
+TEST_CASE_TEMPLATE(
+    "receipts that do not continue the reconciled chain are refused and change nothing", B,
+    OnSqlite, OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(CloudFixture, c, B);
   const std::string alice = c.login("alice", "alice-password");
   REQUIRE(c.enroll(alice, c.alice_key, c.alice_id).status == 200);
   auto m = c.mint(alice, c.device1, 5);
@@ -209,8 +216,9 @@ TEST_CASE("receipts that do not continue the reconciled chain are refused and ch
   CHECK(c.store->counts() == before);
 }
 
-TEST_CASE("receipts never count more uses against a token than it carries") {
-  CloudFixture c;
+TEST_CASE_TEMPLATE("receipts never count more uses against a token than it carries", B, OnSqlite,
+                   OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(CloudFixture, c, B);
   const std::string alice = c.login("alice", "alice-password");
   REQUIRE(c.enroll(alice, c.alice_key, c.alice_id).status == 200);
   auto m = c.mint(alice, c.device1, 2);
@@ -227,8 +235,9 @@ TEST_CASE("receipts never count more uses against a token than it carries") {
   CHECK(c.store->counts().uses_consumed == 2);
 }
 
-TEST_CASE("logins keep at most 64 live sessions per user, ending the oldest") {
-  CloudFixture c;
+TEST_CASE_TEMPLATE("logins keep at most 64 live sessions per user, ending the oldest", B, OnSqlite,
+                   OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(CloudFixture, c, B);
   std::vector<std::string> sessions;
   for (int i = 0; i < 65; ++i) {
     sessions.push_back(c.login("alice", "alice-password"));
@@ -241,8 +250,9 @@ TEST_CASE("logins keep at most 64 live sessions per user, ending the oldest") {
         200);
 }
 
-TEST_CASE("open enrollment challenges are capped per user and expired ones are dropped") {
-  CloudFixture c;
+TEST_CASE_TEMPLATE("open enrollment challenges are capped per user and expired ones are dropped", B,
+                   OnSqlite, OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(CloudFixture, c, B);
   const std::string alice = c.login("alice", "alice-password");
   const json::object req{{"public_key", base64_encode(c.alice_key.public_key().spki_der())}};
   for (int i = 0; i < 16; ++i) REQUIRE(c.post("/v1/enroll/challenge", req, alice).status == 200);
@@ -256,9 +266,10 @@ TEST_CASE("open enrollment challenges are capped per user and expired ones are d
   CHECK(c.store->counts().challenges == 1);
 }
 
-TEST_CASE(
-    "group-committed issuances never overdraw a balance, and a refused one undoes only itself") {
-  CloudFixture c;
+TEST_CASE_TEMPLATE(
+    "group-committed issuances never overdraw a balance, and a refused one undoes only itself", B,
+    OnSqlite, OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(CloudFixture, c, B);
   auto e = *c.store->entitlement(c.alice_id, c.device1);
   e.balance = 50;
   c.store->put_entitlement(e);
@@ -294,4 +305,126 @@ TEST_CASE(
   CHECK(counts.uses_issued + counts.balance == 50);
   CHECK(counts.uses_issued >= 48);  // refusals only once fewer than 3 uses remained
   CHECK(recorded + refused == 128);
+}
+
+TEST_CASE_TEMPLATE("two server processes sharing one database never overdraw a balance", B,
+                   OnSqlite, OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(CloudFixture, c, B);
+  auto e = *c.store->entitlement(c.alice_id, c.device1);
+  e.balance = 40;
+  c.store->put_entitlement(e);
+  auto other = c.open_another_store();
+  std::atomic<std::uint64_t> minted{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      CloudStore& store = t % 2 ? *other : *c.store;
+      for (int i = 0; i < 10; ++i) {
+        IssuanceRecord r;
+        r.token_id = crypto::random_bytes(16);
+        r.user_id = c.alice_id;
+        r.device_id = c.device1;
+        r.user_key_id = Bytes(16, 1);
+        r.uses = 3;
+        r.issued_at = kStart;
+        r.expires_at = kStart + 10;
+        IssuanceGuard g;
+        g.reserve_from_balance = true;
+        g.now = kStart;
+        if (store.record_issuances({r}, g) == IssueOutcome::kRecorded) minted += 3;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(minted.load() == 39);  // 13 tokens of 3; the last use can never be minted
+  CHECK(c.store->counts().uses_issued == 39);
+  CHECK(other->entitlement(c.alice_id, c.device1)->balance == 1);
+}
+
+TEST_CASE_TEMPLATE("the outstanding-token cap holds across two stores on one database", B, OnSqlite,
+                   OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(CloudFixture, c, B);
+  auto other = c.open_another_store();
+  std::atomic<int> recorded{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      CloudStore& store = t % 2 ? *other : *c.store;
+      IssuanceRecord r;
+      r.token_id = crypto::random_bytes(16);
+      r.user_id = c.bob_id;
+      r.device_id = c.device2;
+      r.user_key_id = Bytes(16, 2);
+      r.uses = 1;
+      r.issued_at = kStart;
+      r.expires_at = kStart + 100;
+      IssuanceGuard g;
+      g.max_outstanding = 2;
+      g.now = kStart;
+      const auto out = store.record_issuances({r}, g);
+      if (out == IssueOutcome::kRecorded) {
+        ++recorded;
+      } else {
+        CHECK(out == IssueOutcome::kOutstandingCap);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(recorded.load() == 2);
+  CHECK(c.store->counts().issuances == 2);
+}
+
+TEST_CASE("an unreachable PostgreSQL server is a StoreError naming the cause") {
+  try {
+    open_store("postgresql:///tollgate?host=/nonexistent-tollgate-socket-dir&connect_timeout=2");
+    FAIL("opened a store without a server");
+  } catch (const StoreError& e) {
+    CHECK(std::string(e.what()).find("cannot connect to PostgreSQL") != std::string::npos);
+  }
+}
+
+TEST_CASE_TEMPLATE("open_store picks the backend from the --db value", B, OnSqlite, OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(CloudFixture, c, B);
+  const std::string db = B::kBackend == Backend::kPostgres
+                             ? c.pg_schema->url()
+                             : "sqlite:" + (c.dir / "cloud.db").string();
+  auto store = open_store(db);
+  REQUIRE(store);
+  CHECK(store->user_by_name("alice")->id == c.alice_id);
+  CHECK(store->counts() == c.store->counts());
+}
+
+TEST_CASE("a PostgreSQL database with a newer schema is refused") {
+  if (!backend_available(Backend::kPostgres)) return;
+  CloudFixture c(Backend::kPostgres);
+  pg_exec(c.pg_schema->url(), "UPDATE meta SET value = '99'::bytea WHERE key = 'schema_version'");
+  try {
+    c.open_another_store();
+    FAIL("opened a database with a newer schema");
+  } catch (const StoreError& e) {
+    CHECK(std::string(e.what()).find("newer than this build") != std::string::npos);
+  }
+}
+
+TEST_CASE_TEMPLATE("recording a token id twice is a StoreError and reserves nothing", B, OnSqlite,
+                   OnPostgres) {
+  TOLLGATE_CLOUD_FIXTURE(CloudFixture, c, B);
+  IssuanceRecord r;
+  r.token_id = crypto::random_bytes(16);
+  r.user_id = c.alice_id;
+  r.device_id = c.device1;
+  r.user_key_id = Bytes(16, 1);
+  r.uses = 2;
+  r.issued_at = kStart;
+  r.expires_at = kStart + 10;
+  IssuanceGuard g;
+  g.reserve_from_balance = true;
+  g.now = kStart;
+  REQUIRE(c.store->record_issuances({r}, g) == IssueOutcome::kRecorded);
+  const auto before = c.store->counts();
+  CHECK_THROWS_AS(c.store->record_issuances({r}, g), StoreError);
+  CHECK(c.store->counts() == before);
+  // The store still works afterwards.
+  r.token_id = crypto::random_bytes(16);
+  CHECK(c.store->record_issuances({r}, g) == IssueOutcome::kRecorded);
 }

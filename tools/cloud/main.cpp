@@ -4,7 +4,8 @@
 //   ca.pem, ca.key           development CA (init only; clients trust ca.pem)
 //   server.pem, server.key   TLS certificate and key the server presents
 //   cloud.key, cloud.pub     the cloud signing key (PKCS#8, 0600) and its SPKI PEM
-//   cloud.db                 the SQLite database (unless --db names another)
+//   cloud.db                 the SQLite database (unless --db names another: sqlite:PATH or
+//                            postgresql://..., see docs/CLOUD.md)
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -31,6 +32,7 @@
 #include "tools/cloud/dev_pki.hpp"
 #include "tools/cloud/https_client.hpp"
 #include "tools/cloud/password.hpp"
+#include "tools/cloud/pg_store.hpp"
 #include "tools/cloud/server.hpp"
 #include "tools/cloud/sqlite_store.hpp"
 #include "tools/keys/iso_time.hpp"
@@ -96,7 +98,7 @@ struct Common {
 
 void add_common(CLI::App* sub, Common& c) {
   sub->add_option("--dir", c.dir, "State directory (made by init)")->type_name("DIR");
-  sub->add_option("--db", c.db, "Database: sqlite:PATH (default DIR/cloud.db)")->type_name("URL");
+  sub->add_option("--db", c.db, "Database: sqlite:PATH or postgresql://... (default DIR/cloud.db)")->type_name("URL");
 }
 
 Bytes uuid_arg(const std::string& text, const char* what) {
@@ -365,7 +367,8 @@ int run_usage(const Common& c, bool as_json) {
 // ---------------------------------------------------------------------------
 // bench-mint: the minting rate with durable issuance next to the raw signing
 // rate of the same key, measured in one run; then p50/p99 mint latency with
-// `clients` concurrent TLS clients on loopback. A scratch database in /tmp.
+// `clients` concurrent TLS clients on loopback. A scratch database in /tmp, or
+// with --db postgresql://... a scratch schema there (dropped afterwards).
 
 double percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
@@ -374,7 +377,8 @@ double percentile(std::vector<double> v, double p) {
   return v[i];
 }
 
-int run_bench(bool as_json, double seconds, unsigned clients, const std::string& key_type) {
+int run_bench(bool as_json, double seconds, unsigned clients, const std::string& key_type,
+              const std::string& db) {
   using Clock = std::chrono::steady_clock;
   const auto duration = std::chrono::duration<double>(seconds);
   std::string tmpl = (fs::temp_directory_path() / "tollgate-cloud-bench-XXXXXX").string();
@@ -393,7 +397,18 @@ int run_bench(bool as_json, double seconds, unsigned clients, const std::string&
   auto cloud = std::move(crypto::PrivateKey::generate(*type)).value();
   auto master = std::move(crypto::PrivateKey::generate(crypto::KeyType::kEd25519)).value();
   auto user_key = std::move(crypto::PrivateKey::generate(crypto::KeyType::kEd25519)).value();
-  SqliteCloudStore store((dir / "cloud.db").string());
+  std::unique_ptr<PgScratchSchema> scratch;
+  std::unique_ptr<CloudStore> store_ptr;
+  if (db.empty()) {
+    store_ptr = std::make_unique<SqliteCloudStore>((dir / "cloud.db").string());
+  } else if (db.rfind("postgresql://", 0) == 0 || db.rfind("postgres://", 0) == 0) {
+    scratch = std::make_unique<PgScratchSchema>(db);
+    store_ptr = std::make_unique<PgCloudStore>(scratch->url(), clients + 4);
+  } else {
+    throw Failure("bench-mint --db: a postgresql:// URL (the default is a scratch SQLite file)");
+  }
+  CloudStore& store = *store_ptr;
+  const std::string backend = scratch ? "postgresql" : "sqlite";
   const UnixTime now = wall_now();
   v1::CloudKeyAuthorization auth;
   auth.set_id(1);
@@ -520,7 +535,7 @@ int run_bench(bool as_json, double seconds, unsigned clients, const std::string&
   const std::string alg(crypto::algorithm_name(cloud.algorithm()));
   if (as_json) {
     std::cout << boost::json::serialize(
-                     boost::json::object{{"backend", "sqlite"},
+                     boost::json::object{{"backend", backend},
                                          {"algorithm", alg},
                                          {"clients", clients},
                                          {"raw_sign_per_s", sign_rate},
@@ -531,7 +546,7 @@ int run_bench(bool as_json, double seconds, unsigned clients, const std::string&
                                          {"tls_p99_ms", p99}})
               << "\n";
   } else {
-    std::printf("backend sqlite, cloud key %s, %u clients\n", alg.c_str(), clients);
+    std::printf("backend %s, cloud key %s, %u clients\n", backend.c_str(), alg.c_str(), clients);
     std::printf("raw sign          %10.0f /s (1 thread)\n", sign_rate);
     std::printf("mint (durable)    %10.0f /s  = %.2f x raw sign\n", mint_rate,
                 mint_rate / sign_rate);
@@ -651,6 +666,7 @@ int main(int argc, char** argv) {
   double bench_seconds = 2;
   unsigned bench_clients = 32;
   std::string bench_key = "ed25519";
+  std::string bench_db;
   auto* s_bench = app.add_subcommand(
       "bench-mint", "Benchmark: durable minting vs. the raw signing rate, and TLS mint latency");
   s_bench->add_flag("--json", bench_json, "Machine-readable output");
@@ -658,8 +674,12 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.1, 600.0));
   s_bench->add_option("--clients", bench_clients, "Concurrent clients")->check(CLI::Range(1, 512));
   s_bench->add_option("--key-type", bench_key, "Cloud key: ed25519|p256|rsa2048|rsa3072");
+  s_bench->add_option("--db", bench_db, "Bench on PostgreSQL (a scratch schema in this database)")
+      ->type_name("URL");
   s_bench->callback([&] {
-    action = [&] { return run_bench(bench_json, bench_seconds, bench_clients, bench_key); };
+    action = [&] {
+      return run_bench(bench_json, bench_seconds, bench_clients, bench_key, bench_db);
+    };
   });
 
   try {

@@ -1,5 +1,7 @@
 #include "tools/cloud/sqlite_store.hpp"
 
+#include "tools/cloud/pg_store.hpp"
+
 #include <sqlite3.h>
 
 #include <cstring>
@@ -688,7 +690,7 @@ std::vector<UsageRow> SqliteCloudStore::usage() {
 
 std::unique_ptr<CloudStore> open_store(const std::string& db) {
   if (db.rfind("postgresql://", 0) == 0 || db.rfind("postgres://", 0) == 0) {
-    throw StoreError("the PostgreSQL backend is not built yet; use --db sqlite:PATH");
+    return std::make_unique<PgCloudStore>(db);
   }
   std::string path = db.rfind("sqlite:", 0) == 0 ? db.substr(7) : db;
   if (path.empty()) throw StoreError("--db sqlite: needs a path");

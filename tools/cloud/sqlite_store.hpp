@@ -102,7 +102,7 @@ class SqliteCloudStore final : public CloudStore {
 };
 
 // Opens the store named by a --db value: "sqlite:PATH" (or a bare path).
-// "postgresql://..." is refused with a StoreError until that backend exists.
+// "postgresql://..." or "postgres://..." opens a PgCloudStore (tools/cloud/pg_store.hpp).
 std::unique_ptr<CloudStore> open_store(const std::string& db);
 
 }  // namespace tollgate::cloud

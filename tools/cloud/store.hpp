@@ -9,8 +9,8 @@
 // the method returns, i.e. before a token leaves the server.
 //
 // The policy (which model allows what) lives in Authority; the store only
-// enforces the guards it is handed. A PostgreSQL backend implements the same
-// interface (a later step); the tests run against the interface.
+// enforces the guards it is handed. PgCloudStore (pg_store.hpp) implements the same
+// interface on PostgreSQL; the tests run against the interface on both.
 //
 // Errors: business outcomes are return values; a database failure throws
 // StoreError (the server answers 503 and nothing was decided).
