@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "gateway/signed.hpp"
+
 // GCC 12 flags coroutine frame allocation (asio's recycling allocator) as
 // mismatched with its operator delete: a known false positive on coroutine ramps.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -412,6 +414,65 @@ asio::awaitable<RunReport> HostClient::run(ByteView device_id, ByteView user_id,
   }
   co_return fail({Outcome::kDenied, v1::ERROR_UNSPECIFIED,
                   "gave up after " + std::to_string(options_.max_rounds) + " exchanges"});
+}
+
+asio::awaitable<Step<AuditExportReply>> HostClient::audit_export(ByteView device_id,
+                                                                 std::uint64_t from_seq) {
+  auto pin = cache_.device(device_id);
+  if (!pin) co_return storage(cache_);
+  if (!pin->has_value()) {
+    co_return Failure{Outcome::kLocal, v1::ERROR_UNKNOWN_SIGNER,
+                      "device " + short_id(device_id) + " is not paired: no key to check with"};
+  }
+  auto key = crypto::PublicKey::from_spki_der((*pin)->public_key);
+  if (!key) co_return forged(key.error(), "pinned key in the cache is unreadable");
+
+  v1::HostMessage msg;
+  msg.mutable_export_audit()->set_from_seq(from_seq);
+  auto is_stale = [](const v1::DeviceMessage& m) {
+    // Late answers to earlier exchanges; nothing in them is believed.
+    return m.kind_case() == v1::DeviceMessage::kStatus ||
+           m.kind_case() == v1::DeviceMessage::kResponse;
+  };
+  auto dm = co_await exchange(msg, is_stale);
+  if (dm.index() == 1) co_return std::get<1>(std::move(dm));
+  const auto& m = std::get<0>(dm);
+  if (m.kind_case() == v1::DeviceMessage::kError) {
+    co_return Failure{Outcome::kDenied, m.error(),
+                      "device refused export_audit: " + std::string(error_name(m.error()))};
+  }
+  if (m.kind_case() != v1::DeviceMessage::kAuditExport) {
+    co_return forged(v1::ERROR_WRONG_TYPE, "device answered export_audit with another message");
+  }
+  auto envelope = parse_signed(as_bytes(m.audit_export()));
+  if (!envelope) co_return forged(envelope.error(), "audit export refused");
+  auto content = verify_and_parse<v1::AuditExport>(*envelope, v1::Signed::TYPE_AUDIT_EXPORT, *key,
+                                                   AlgorithmPolicy{});
+  if (!content) {
+    co_return forged(content.error(), "audit export from " + short_id(device_id) +
+                                          " does not verify under the pinned key");
+  }
+  if (!constant_time_equal(as_bytes(content->device_id()), device_id)) {
+    co_return forged(v1::ERROR_WRONG_DEVICE, "audit export names another device");
+  }
+  // Signed, yet it must also be the slice asked for, in one unbroken piece.
+  const auto& records = content->records();
+  for (int i = 0; i < records.size(); ++i) {
+    const bool ordered = i == 0 ? records[i].seq() >= from_seq
+                                : records[i].seq() == records[i - 1].seq() + 1 &&
+                                      records[i].prev_hash() == records[i - 1].hash();
+    if (!ordered) {
+      co_return forged(v1::ERROR_MALFORMED, "audit export records are not one run from record " +
+                                                std::to_string(from_seq));
+    }
+  }
+  if (!records.empty() && content->next_seq() != records[records.size() - 1].seq() + 1) {
+    co_return forged(v1::ERROR_MALFORMED, "audit export next_seq does not follow its records");
+  }
+  AuditExportReply reply;
+  reply.signed_export.assign(m.audit_export().begin(), m.audit_export().end());
+  reply.content = std::move(*content);
+  co_return reply;
 }
 
 }  // namespace tollgate::host

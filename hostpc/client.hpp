@@ -55,6 +55,11 @@ struct StatusReply {
   bool pinned = false;  // verified under a key this host had already pinned
 };
 
+struct AuditExportReply {
+  Bytes signed_export;      // the Signed AuditExport exactly as the device sent it
+  v1::AuditExport content;  // what it says, believed only after the checks of audit_export()
+};
+
 struct RunReport {
   Outcome outcome = Outcome::kOk;
   Error error = v1::ERROR_UNSPECIFIED;
@@ -84,6 +89,16 @@ class HostClient {
   boost::asio::awaitable<RunReport> run(ByteView device_id, ByteView user_id,
                                         const crypto::PrivateKey& user_key,
                                         const CommandSpec& spec);
+
+  // export_audit from `from_seq` for the paired device `device_id`. The answer
+  // must verify under the key pinned for that device (kForged otherwise, also
+  // when the device on the link is another one), name that device, and carry
+  // consecutive records from at least `from_seq` whose prev_hash links each to
+  // the one before, with next_seq one past the last. The hash values
+  // themselves are recomputed by whoever reconciles the export (the cloud).
+  // An unpaired device is kLocal: nothing could check the signature.
+  boost::asio::awaitable<Step<AuditExportReply>> audit_export(ByteView device_id,
+                                                              std::uint64_t from_seq);
 
  private:
   // Sends, receives with a deadline, resends the same bytes on loss. Answers

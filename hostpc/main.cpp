@@ -507,6 +507,14 @@ int main(int argc, char** argv) {
                   "How long the top-up waits for the cloud before using the cache")
       ->capture_default_str();
   run->prefix_command();
+  std::uint64_t from_seq = 0;
+  auto* audit_export = app.add_subcommand(
+      "audit-export",
+      "Fetch the paired device's signed audit export, verified under its pinned key (for "
+      "`sync --receipts`)");
+  audit_export->add_option("--link", link, "Endpoint of the paired device")->required();
+  audit_export->add_option("--from", from_seq, "First audit record wanted (default: the first)");
+  audit_export->add_option("--out", out, "File for the Signed AuditExport")->required();
 
   // online
   app.add_option("--cloud-timeout", g.cloud_timeout,
@@ -796,6 +804,45 @@ int main(int argc, char** argv) {
                                      : "paired: device key pinned\n");
         }
         print_status(reply.report, reply.pinned || pairing);
+      }
+      return 0;
+    }
+    if (*audit_export) {
+      auto dev = cache->device_by_endpoint(link);
+      if (!dev) throw Fatal{kExitUsage, "token cache: " + cache->last_error()};
+      if (!dev->has_value()) {
+        throw Fatal{kExitUsage, "no device paired on " + link +
+                                    ": run `tollgate-host pair --link " + link + "` first"};
+      }
+      const Bytes device_id = (*dev)->device_id;
+      auto got = with_link<Step<AuditExportReply>>(
+          link, [&](transport::MessageLink& l) -> asio::awaitable<Step<AuditExportReply>> {
+            HostClient client(l, *cache, opts, wall_now);
+            co_return co_await client.audit_export(device_id, from_seq);
+          });
+      if (got.index() == 1) return finish(std::get<1>(got));
+      const auto& reply = std::get<0>(got);
+      const auto& records = reply.content.records();
+      {
+        std::ofstream f(out, std::ios::binary | std::ios::trunc);
+        if (!f.write(reinterpret_cast<const char*>(reply.signed_export.data()),
+                     static_cast<std::streamsize>(reply.signed_export.size())) ||
+            !f.flush()) {
+          throw Fatal{kExitUsage, "cannot write " + out};
+        }
+      }
+      std::cout << "audit export of device " << uuid_to_string(device_id)
+                << " verified under the pinned key: ";
+      if (records.empty()) {
+        std::cout << "no records from " << from_seq;
+      } else {
+        std::cout << records.size() << " record(s), " << records[0].seq() << ".."
+                  << records[records.size() - 1].seq();
+      }
+      std::cout << " -> " << out << "\n";
+      if (!records.empty() && records[records.size() - 1].hash() != reply.content.head_hash()) {
+        std::cout << "more records follow: run again with --from " << reply.content.next_seq()
+                  << "\n";
       }
       return 0;
     }

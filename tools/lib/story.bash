@@ -1,7 +1,8 @@
 # The white paper's story as shell steps, shared by tools/demo (which narrates
 # them) and tests/instrument/scenarios.sh (which asserts on them). Sourced, not
 # run. Every step runs the real CLIs: tollgate-keys, tollgate-instrument,
-# tollgate-host and tollgate-bus.
+# tollgate-host and tollgate-bus, and for the online steps tollgate-cloud (not
+# required by story_init: callers that use it check story_have_cloud).
 #
 #   story_init BIN_DIR WORK_DIR    programs and a scratch folder (created by the caller)
 #   story_exec CMD...              runs CMD; its exit status in STORY_RC (also returned), its
@@ -30,6 +31,7 @@ story_init() {
   INSTRUMENT=$STORY_BIN/tollgate-instrument
   HOSTPC=$STORY_BIN/tollgate-host
   BUS=$STORY_BIN/tollgate-bus
+  CLOUD=$STORY_BIN/tollgate-cloud
   local p
   for p in "$KEYS" "$INSTRUMENT" "$HOSTPC" "$BUS"; do
     [ -x "$p" ] || { echo "story: $p is not built" >&2; return 1; }
@@ -272,3 +274,76 @@ story_run() {
 
 # story_uses_left: the "uses left: N" of the last story_run ('' if none).
 story_uses_left() { sed -nE 's/^uses left: ([0-9]+)$/\1/p' "$STORY_OUT" | tail -n 1; }
+
+# ------------------------------------------------------------------ the cloud
+
+story_have_cloud() { [ -x "$CLOUD" ]; }
+
+# story_cloud ARGS...: an operator command, `tollgate-cloud ARGS...`.
+story_cloud() { story_exec "$CLOUD" "$@"; }
+
+# story_start_cloud DIR LOG ADDRESS:PORT: `tollgate-cloud serve` in the background
+# (port 0 picks a free one), returning once it accepts connections; sets CLOUD_PID,
+# CLOUD_URL (https://localhost:PORT, the name its development certificate
+# carries) and CLOUD_PORT. Its output goes to LOG.
+story_start_cloud() {
+  local dir=$1 log=$2 listen=$3
+  if [ "$STORY_NARRATE" = 1 ]; then
+    printf '%s$ %s &%s\n' "$STORY_DIM" "$(story_pretty "$CLOUD" serve --dir "$dir" --listen "$listen")" \
+      "$STORY_OFF"
+  fi
+  "$CLOUD" serve --dir "$dir" --listen "$listen" >"$log" 2>&1 &
+  CLOUD_PID=$!
+  STORY_PIDS+=("$CLOUD_PID")
+  if ! story_wait_for "the cloud to listen" story_cloud_listening "$log"; then
+    cat "$log" >&2
+    return 1
+  fi
+  CLOUD_PORT=$(sed -nE 's|^listening on https://[^ ]*:([0-9]+)$|\1|p' "$log" | head -n 1)
+  [ -n "$CLOUD_PORT" ] || { echo "story: no port in: $(cat "$log")" >&2; return 1; }
+  # shellcheck disable=SC2034 # read by the caller
+  CLOUD_URL=https://localhost:$CLOUD_PORT
+  [ "$STORY_NARRATE" = 1 ] && sed -e "s|$STORY_WORK/||g" -e 's/^/    /' "$log"
+  return 0
+}
+story_cloud_listening() {
+  grep -qs "^listening on https://" "$1" && return 0
+  story_alive "$CLOUD_PID" || { echo "story: the cloud exited" >&2; return 2; }
+  return 1
+}
+
+# story_stop_cloud: stops the cloud started last (SIGTERM: it finishes what it
+# was doing and exits).
+story_stop_cloud() {
+  if [ "$STORY_NARRATE" = 1 ]; then
+    printf '%s$ kill %s   # tollgate-cloud serve%s\n' "$STORY_DIM" "$CLOUD_PID" "$STORY_OFF"
+  fi
+  story_stop "$CLOUD_PID"
+}
+
+# story_uuid: the first UUID in the last command's output ('' if none).
+story_uuid() {
+  grep -Eoh '[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}' "$STORY_OUT" "$STORY_ERR" | head -n 1
+}
+
+# story_audit_export HOME LINK PREFIX: the paired device's whole audit log as
+# signed exports PREFIX-1.bin, PREFIX-2.bin, ... (one per round of at most 64
+# records; each verified by tollgate-host under the pinned key). Sets
+# STORY_EXPORTS to the files, in order.
+story_audit_export() {
+  local home=$1 link=$2 prefix=$3 from=0 n=0 more
+  STORY_EXPORTS=()
+  while :; do
+    n=$((n + 1))
+    story_exec "$HOSTPC" --home "$home" audit-export --link "$link" --from "$from" \
+      --out "$prefix-$n.bin" || return
+    STORY_EXPORTS+=("$prefix-$n.bin")
+    more=$(sed -nE 's/^more records follow: run again with --from ([0-9]+)$/\1/p' "$STORY_OUT")
+    [ -n "$more" ] || return 0
+    if [ "$n" -ge 100 ] || [ "$more" -le "$from" ]; then
+      echo "story: the audit export does not advance" >&2
+      return 1
+    fi
+    from=$more
+  done
+}
