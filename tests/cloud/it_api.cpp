@@ -302,10 +302,14 @@ TEST_CASE_TEMPLATE("receipts reconcile the uses a device charged, once", B, OnSq
   REQUIRE(m.status == 200);
   const Bytes token =
       *uuid_from_string(std::string(m.obj().at("tokens").as_array()[0].at("token_id").as_string()));
-  auto exported = c.audit_export(c.device1_key, c.device1,
-                                 {command_record(s(token), 1), command_record(s(token), 2)});
+  // A token this cloud never issued (minted by hand) is charged too: not on its books.
+  const Bytes foreign(16, 0x5A);
+  auto exported = c.audit_export(
+      c.device1_key, c.device1,
+      {command_record(s(token), 1), command_record(s(foreign), 4), command_record(s(token), 2)});
   auto r = c.post("/v1/receipts", json::object{{"export", base64_encode(exported)}}, alice);
   REQUIRE(r.status == 200);
+  CHECK(r.obj().at("records_applied").to_number<std::uint64_t>() == 3);
   CHECK(r.obj().at("uses_reconciled").to_number<std::uint64_t>() == 3);
   CHECK(c.store->counts().uses_consumed == 3);
   // The same export again applies nothing new.

@@ -546,8 +546,13 @@ ApiResponse Authority::receipts(const Context& c) {
     std::vector<ReceiptCharge> charges;
     for (const auto& r : fresh) {
       if (r.kind() == v1::AuditRecord::KIND_COMMAND && r.accepted() && r.uses_charged() > 0) {
-        charges.push_back({Bytes(r.token_id().begin(), r.token_id().end()), r.uses_charged()});
-        reconciled += r.uses_charged();
+        Bytes token(r.token_id().begin(), r.token_id().end());
+        // Only uses of this cloud's own issuances for this device are on its books
+        // (the device also reports tokens minted elsewhere, e.g. by hand).
+        if (auto issued = store_.issuance(token); issued && issued->device_id == device->id) {
+          reconciled += r.uses_charged();
+        }
+        charges.push_back({std::move(token), r.uses_charged()});
       }
     }
     ReceiptHead next{end->seq, Bytes(end->hash.begin(), end->hash.end())};
