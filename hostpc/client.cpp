@@ -102,7 +102,8 @@ asio::awaitable<Step<v1::CommandResponse>> HostClient::signed_exchange(
     const v1::HostMessage& message, ByteView hashed_part) {
   const Bytes hash = request_hash(hashed_part);
   const crypto::PublicKey& key = *device_key_;
-  auto is_stale = [this, &key, &hash](const v1::DeviceMessage& m) {
+  std::size_t other_requests = 0;
+  auto is_stale = [&key, &hash, &other_requests](const v1::DeviceMessage& m) {
     // A status report never answers a command, offer or install: it is a
     // late duplicate of an earlier get_status.
     if (m.kind_case() == v1::DeviceMessage::kStatus) return true;
@@ -110,15 +111,27 @@ asio::awaitable<Step<v1::CommandResponse>> HostClient::signed_exchange(
     // The same request may have been sent before (an offer repeated after an
     // install): an answer that fits this request is never stale.
     if (verify_response(as_bytes(m.response()), hash, key).ok()) return false;
-    for (const auto& h : past_hashes_) {
-      if (verify_response(as_bytes(m.response()), h, key).ok()) return true;
-    }
-    return false;
+    // Genuinely signed by the device but for another request: a late answer to
+    // one sent earlier, by this client or by an earlier run that gave up waiting
+    // (a device slowed by back-off answers after the deadline). Not a forgery.
+    auto envelope = parse_signed(as_bytes(m.response()));
+    const bool genuine =
+        envelope && verify_and_parse<v1::CommandResponse>(
+                        *envelope, v1::Signed::TYPE_COMMAND_RESPONSE, key, AlgorithmPolicy{})
+                        .ok();
+    if (genuine) ++other_requests;
+    return genuine;
   };
   auto dm = co_await exchange(message, is_stale);
-  past_hashes_.push_back(hash);
-  if (past_hashes_.size() > kMaxStaleAnswers) past_hashes_.erase(past_hashes_.begin());
-  if (dm.index() == 1) co_return std::get<1>(std::move(dm));
+  if (dm.index() == 1) {
+    // Nothing answered this request, but genuine answers to other ones kept
+    // coming: replayed or misrouted, and never to be taken for ours.
+    if (std::get<1>(dm).outcome == Outcome::kLink && other_requests > 0) {
+      co_return forged(v1::ERROR_BAD_SIGNATURE,
+                       "the device's answers were all bound to other requests (replayed?)");
+    }
+    co_return std::get<1>(std::move(dm));
+  }
   const auto& m = std::get<0>(dm);
   if (m.kind_case() == v1::DeviceMessage::kError) {
     co_return Failure{Outcome::kDenied, m.error(),

@@ -127,7 +127,6 @@ class HostClient {
   std::set<Bytes> offered_;
   std::set<std::uint64_t> installed_;
   Error last_refusal_ = v1::ERROR_UNSPECIFIED;  // why the last offered token did not count
-  std::vector<Bytes> past_hashes_;  // request hashes of earlier exchanges (late duplicates)
   int rounds_ = 0;
 };
 

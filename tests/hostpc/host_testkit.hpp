@@ -293,12 +293,19 @@ class FakeLink : public transport::MessageLink {
  public:
   explicit FakeLink(FakeDevice& device) : device_(device) {}
   std::vector<Bytes> sent;
+  std::vector<Bytes> replies;         // every answer the device gave
+  std::optional<Bytes> late_message;  // arrives just before the next answer
 
   boost::asio::awaitable<transport::LinkResult<transport::Done>> send(std::vector<std::uint8_t> m,
                                                                       Duration) override {
     sent.push_back(m);
+    if (late_message) {
+      inbox_.push_back(std::move(*late_message));
+      late_message.reset();
+    }
     if (!device_.silent) {
       Bytes reply = device_.handle(m);
+      replies.push_back(reply);
       if (device_.drop_replies > 0) {
         --device_.drop_replies;
       } else {

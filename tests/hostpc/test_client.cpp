@@ -190,6 +190,26 @@ TEST_CASE("a silent device is a link failure after bounded resends") {
   CHECK(w.link.sent.size() - sent_before == 4);  // 1 + max_resends
 }
 
+TEST_CASE("a late genuine answer to an earlier run's request is skipped, not taken as forged") {
+  World w;
+  w.add_authorization(1);
+  w.add_token(1, 3, kT0 + 2 * kDay);
+  w.pair();
+  REQUIRE(w.run({"run-assay", "--protocol", "p", "--sample", "a"}).outcome == Outcome::kOk);
+  // A device slowed by back-off answered an earlier run after it had given up:
+  // that answer reaches the next run first.
+  w.link.late_message = w.link.replies.back();
+  // A new process: nothing remembers the earlier request.
+  HostClient fresh(w.link, *w.cache, ClientOptions{}, [&w] { return w.now; });
+  std::string err;
+  auto spec = parse_command_args({"run-assay", "--protocol", "p", "--sample", "b"}, &err);
+  REQUIRE(spec.has_value());
+  auto r = run_sync(fresh.run(w.device.device_id, w.user, w.user_key, *spec));
+  CHECK(r.outcome == Outcome::kOk);
+  CHECK(w.device.executions == 2);
+  CHECK(w.token(1).uses_left == 1);
+}
+
 TEST_CASE("a forged answer ends the run as forged and changes no cached uses") {
   World w;
   w.add_authorization(1);
