@@ -57,13 +57,6 @@ CREATE TABLE IF NOT EXISTS receipt_heads (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BYTEA NOT NULL);
 )sql";
 
-std::int64_t to_i64(std::uint64_t v) {
-  if (v > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
-    throw StoreError("value out of the database's range");
-  }
-  return static_cast<std::int64_t>(v);
-}
-
 // A failed statement, with its SQLSTATE so the transaction loop can tell a
 // retryable conflict from a real failure.
 class PgError : public StoreError {
@@ -579,19 +572,20 @@ IssueOutcome apply_issuance(PgCloudStore::Conn& c, const std::vector<IssuanceRec
 // cannot deadlock each other. A request failing with a non-retryable error
 // (say a duplicate token id) is rolled back to its savepoint and gets that
 // error alone; a failed commit gives every request the error.
-void PgCloudStore::commit_batch(std::vector<PendingIssue*>& batch) {
-  std::stable_sort(batch.begin(), batch.end(), [](const PendingIssue* a, const PendingIssue* b) {
-    const auto& x = a->tokens->front();
-    const auto& y = b->tokens->front();
-    return std::tie(x.user_id, x.device_id) < std::tie(y.user_id, y.device_id);
-  });
+void PgCloudStore::commit_batch(std::vector<IssuanceBatcher::Pending*>& batch) {
+  std::stable_sort(batch.begin(), batch.end(),
+                   [](const IssuanceBatcher::Pending* a, const IssuanceBatcher::Pending* b) {
+                     const auto& x = a->tokens->front();
+                     const auto& y = b->tokens->front();
+                     return std::tie(x.user_id, x.device_id) < std::tie(y.user_id, y.device_id);
+                   });
   try {
     TX([&](Conn& c, auto commit) {
-      for (PendingIssue* p : batch) {
+      for (IssuanceBatcher::Pending* p : batch) {
         p->outcome = IssueOutcome::kRecorded;  // this attempt's answers only
         p->error = nullptr;
       }
-      for (PendingIssue* p : batch) {
+      for (IssuanceBatcher::Pending* p : batch) {
         c.exec("SAVEPOINT issue");
         try {
           p->outcome = apply_issuance(c, *p->tokens, *p->guard);
@@ -608,40 +602,15 @@ void PgCloudStore::commit_batch(std::vector<PendingIssue*>& batch) {
       return 0;
     });
   } catch (...) {
-    for (PendingIssue* p : batch) p->error = std::current_exception();
+    for (IssuanceBatcher::Pending* p : batch) p->error = std::current_exception();
   }
 }
 
 IssueOutcome PgCloudStore::record_issuances(const std::vector<IssuanceRecord>& tokens,
                                             const IssuanceGuard& guard) {
-  if (tokens.empty()) return IssueOutcome::kRecorded;
-  for (const auto& t : tokens) {
-    if (t.user_id != tokens.front().user_id || t.device_id != tokens.front().device_id) {
-      throw StoreError("mixed issuance batch");
-    }
-  }
-  PendingIssue me;
-  me.tokens = &tokens;
-  me.guard = &guard;
-  std::unique_lock lk(batch_mu_);
-  queue_.push_back(&me);
-  while (!me.done) {
-    if (leader_active_) {
-      batch_cv_.wait(lk);
-      continue;
-    }
-    leader_active_ = true;
-    std::vector<PendingIssue*> batch;
-    batch.swap(queue_);
-    lk.unlock();
-    commit_batch(batch);  // never throws: outcomes and errors land in the batch
-    lk.lock();
-    for (PendingIssue* p : batch) p->done = true;
-    leader_active_ = false;
-    batch_cv_.notify_all();
-  }
-  if (me.error) std::rethrow_exception(me.error);
-  return me.outcome;
+  return batcher_.submit(tokens, guard, [this](std::vector<IssuanceBatcher::Pending*>& batch) {
+    commit_batch(batch);
+  });
 }
 
 std::optional<IssuanceRecord> PgCloudStore::issuance(ByteView token_id) {

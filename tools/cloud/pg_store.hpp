@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "tools/cloud/issuance_batcher.hpp"
 #include "tools/cloud/store.hpp"
 
 struct pg_conn;
@@ -91,27 +92,16 @@ class PgCloudStore final : public CloudStore {
 
  private:
   class Lease;
-  struct PendingIssue {
-    const std::vector<IssuanceRecord>* tokens = nullptr;
-    const IssuanceGuard* guard = nullptr;
-    IssueOutcome outcome = IssueOutcome::kRecorded;
-    std::exception_ptr error;
-    bool done = false;
-  };
   std::unique_ptr<Conn> connect();
-  void commit_batch(std::vector<PendingIssue*>& batch);
+  void commit_batch(std::vector<IssuanceBatcher::Pending*>& batch);
 
   std::string url_;
   std::size_t pool_size_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<std::unique_ptr<Conn>> idle_;
-  std::size_t open_ = 0;  // connections in existence (idle + leased)
-  // Group commit of issuances.
-  std::mutex batch_mu_;
-  std::condition_variable batch_cv_;
-  std::vector<PendingIssue*> queue_;
-  bool leader_active_ = false;
+  std::size_t open_ = 0;     // connections in existence (idle + leased)
+  IssuanceBatcher batcher_;  // group commit of record_issuances
 };
 
 // Runs `sql` (one or more statements, no parameters) on a fresh connection to

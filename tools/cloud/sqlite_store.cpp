@@ -63,13 +63,6 @@ CREATE TABLE IF NOT EXISTS receipt_heads (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 )sql";
 
-std::int64_t to_i64(std::uint64_t v) {
-  if (v > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
-    throw StoreError("value out of the database's range");
-  }
-  return static_cast<std::int64_t>(v);
-}
-
 }  // namespace
 
 // A prepared statement with bind-by-position and typed column getters.
@@ -534,29 +527,10 @@ IssueOutcome SqliteCloudStore::apply_issuance(const std::vector<IssuanceRecord>&
 // fails, every request of the batch gets the error and none is recorded.
 IssueOutcome SqliteCloudStore::record_issuances(const std::vector<IssuanceRecord>& tokens,
                                                 const IssuanceGuard& guard) {
-  if (tokens.empty()) return IssueOutcome::kRecorded;
-  for (const auto& t : tokens) {
-    if (t.user_id != tokens.front().user_id || t.device_id != tokens.front().device_id) {
-      throw StoreError("mixed issuance batch");
-    }
-  }
-  PendingIssue me;
-  me.tokens = &tokens;
-  me.guard = &guard;
-  std::unique_lock lk(batch_mu_);
-  queue_.push_back(&me);
-  while (!me.done) {
-    if (leader_active_) {
-      batch_cv_.wait(lk);
-      continue;
-    }
-    leader_active_ = true;
-    std::vector<PendingIssue*> batch;
-    batch.swap(queue_);
-    lk.unlock();
+  return batcher_.submit(tokens, guard, [this](std::vector<IssuanceBatcher::Pending*>& batch) {
     try {
       Tx tx(*this);
-      for (PendingIssue* p : batch) {
+      for (IssuanceBatcher::Pending* p : batch) {
         exec("SAVEPOINT issue");
         p->outcome = apply_issuance(*p->tokens, *p->guard);
         if (p->outcome != IssueOutcome::kRecorded) exec("ROLLBACK TO issue");
@@ -564,15 +538,9 @@ IssueOutcome SqliteCloudStore::record_issuances(const std::vector<IssuanceRecord
       }
       tx.commit();
     } catch (...) {
-      for (PendingIssue* p : batch) p->error = std::current_exception();
+      for (IssuanceBatcher::Pending* p : batch) p->error = std::current_exception();
     }
-    lk.lock();
-    for (PendingIssue* p : batch) p->done = true;
-    leader_active_ = false;
-    batch_cv_.notify_all();
-  }
-  if (me.error) std::rethrow_exception(me.error);
-  return me.outcome;
+  });
 }
 
 std::optional<IssuanceRecord> SqliteCloudStore::issuance(ByteView token_id) {

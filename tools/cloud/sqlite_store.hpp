@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "tools/cloud/issuance_batcher.hpp"
 #include "tools/cloud/store.hpp"
 
 struct sqlite3;
@@ -79,13 +80,6 @@ class SqliteCloudStore final : public CloudStore {
     ~ReadConnection();
   };
   static constexpr int kReaders = 4;
-  struct PendingIssue {
-    const std::vector<IssuanceRecord>* tokens = nullptr;
-    const IssuanceGuard* guard = nullptr;
-    IssueOutcome outcome = IssueOutcome::kRecorded;
-    std::exception_ptr error;
-    bool done = false;
-  };
   void exec(const char* sql);
   IssueOutcome apply_issuance(const std::vector<IssuanceRecord>& tokens,
                               const IssuanceGuard& guard);
@@ -94,11 +88,7 @@ class SqliteCloudStore final : public CloudStore {
   sqlite3* db_ = nullptr;
   std::vector<std::unique_ptr<ReadConnection>> readers_;  // WAL readers
   std::atomic<unsigned> next_reader_{0};
-  // Group commit of issuances (record_issuances).
-  std::mutex batch_mu_;
-  std::condition_variable batch_cv_;
-  std::vector<PendingIssue*> queue_;
-  bool leader_active_ = false;
+  IssuanceBatcher batcher_;  // group commit of record_issuances
 };
 
 // Opens the store named by a --db value: "sqlite:PATH" (or a bare path).

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -34,6 +35,14 @@ class StoreError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+// Both backends store unsigned counters in signed 64-bit columns.
+inline std::int64_t to_i64(std::uint64_t v) {
+  if (v > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+    throw StoreError("value out of the database's range");
+  }
+  return static_cast<std::int64_t>(v);
+}
 
 struct UserRecord {
   Bytes id;  // UUID, 16 bytes
