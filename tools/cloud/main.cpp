@@ -98,7 +98,8 @@ struct Common {
 
 void add_common(CLI::App* sub, Common& c) {
   sub->add_option("--dir", c.dir, "State directory (made by init)")->type_name("DIR");
-  sub->add_option("--db", c.db, "Database: sqlite:PATH or postgresql://... (default DIR/cloud.db)")->type_name("URL");
+  sub->add_option("--db", c.db, "Database: sqlite:PATH or postgresql://... (default DIR/cloud.db)")
+      ->type_name("URL");
 }
 
 Bytes uuid_arg(const std::string& text, const char* what) {
