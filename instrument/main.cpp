@@ -83,18 +83,19 @@ int cmd_run(const std::string& state, const std::vector<std::string>& links,
   if (!identity) throw CliError("state " + state + ": " + why_or(why, identity.error()));
   auto store = ti::SqliteStore::open(identity->database_path().string(), {}, &why);
   if (!store) throw CliError("database: " + why_or(why, store.error()));
-  std::vector<tollgate::crypto::PublicKey> masters;
-  for (const auto& m : identity->master_keys) masters.push_back(m.clone());
-  auto gateway =
-      tollgate::Gateway::open(identity->device_id, std::move(masters), config.policy, **store);
-  if (!gateway) {
+  ti::GatewaySetup setup;
+  setup.device_id = identity->device_id;
+  for (const auto& m : identity->master_keys) setup.master_keys.push_back(m.clone());
+  setup.policy = config.policy;
+  std::string firmware = config.firmware_version.value_or(identity->firmware_version);
+  auto opened = ti::InstrumentService::open(**store, std::move(setup), identity->device_key,
+                                            firmware, ti::simulated_instrument_commands());
+  if (!opened) {
     throw CliError(
-        "cannot load the trust state: " + std::string(tollgate::error_name(gateway.error())) + " " +
+        "cannot load the trust state: " + std::string(tollgate::error_name(opened.error())) + " " +
         (*store)->last_error());
   }
-  std::string firmware = config.firmware_version.value_or(identity->firmware_version);
-  ti::InstrumentService service(*gateway, **store, identity->device_key, firmware,
-                                ti::simulated_instrument_commands());
+  ti::InstrumentService& service = **opened;
   ti::ClockSource clock(config.clock_source);
   if (auto st = service.boot(clock.now()); !st) {
     throw CliError("cannot write the boot record: " + (*store)->last_error());

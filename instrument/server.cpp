@@ -2,6 +2,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -15,7 +16,10 @@ using transport::LinkError;
 struct Server::Link {
   std::unique_ptr<transport::MessageLink> link;
   LinkContext context;
-  asio::steady_timer timer;
+  asio::steady_timer timer;  // back-off delays, and waiting for the answer
+  InstrumentService::Turn turn;
+  Bytes reply;
+  bool answered = false;
   Link(std::unique_ptr<transport::MessageLink> l, asio::io_context& io, BackoffConfig backoff)
       : link(std::move(l)), timer(io) {
     context.name = link->describe();
@@ -30,7 +34,9 @@ Server::Server(asio::io_context& io, InstrumentService& service, Clock clock, Se
       options_(std::move(options)),
       idle_timer_(io) {}
 
-Server::~Server() = default;
+Server::~Server() {
+  writer_.join();
+}
 
 void Server::log(const std::string& line) const {
   if (options_.log) options_.log(line);
@@ -74,6 +80,17 @@ void Server::stop() {
   }
   idle_timer_.cancel();
   if (signals_) signals_->cancel();
+  // A group being written: wait for the disk, then finish it (on_written). Then
+  // what was decided since: write it and finish it the same way.
+  writer_.join();
+  if (write_in_flight_) on_written(written_.value_or(Status(v1::ERROR_STORAGE)));
+  if (!decided_.empty()) {
+    std::vector<Link*> rest = std::move(decided_);
+    decided_.clear();
+    const bool durable = service_.group().sync().ok();
+    if (!durable) (void)service_.recover();
+    for (Link* l : rest) answer(*l, service_.finish(std::move(l->turn), clock_(), durable));
+  }
   if (auto st = service_.idle(clock_()); !st) {
     log(std::string("final flush failed: ") + std::string(error_name(st.error())));
   }
@@ -107,7 +124,17 @@ asio::awaitable<void> Server::serve(Link& l) {
     l.context.monotonic_us = std::chrono::duration_cast<std::chrono::microseconds>(
                                  std::chrono::steady_clock::now().time_since_epoch())
                                  .count();
-    Bytes reply = service_.handle(message, clock_(), l.context);
+    l.turn = service_.begin(message, clock_(), l.context);
+    l.answered = false;
+    decided_.push_back(&l);
+    pump();
+    if (!l.answered) {
+      boost::system::error_code ec;
+      l.timer.expires_at(asio::steady_timer::time_point::max());
+      co_await l.timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (stopping_ || !l.answered) break;
+    Bytes reply = std::move(l.reply);
     if (l.context.reply_delay_us > 0) {
       boost::system::error_code ec;
       l.timer.expires_after(std::chrono::microseconds(l.context.reply_delay_us));
@@ -127,10 +154,65 @@ asio::awaitable<void> Server::idle_loop() {
     idle_timer_.expires_after(options_.idle_flush);
     co_await idle_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     if (stopping_) break;
+    // Not while a group is being written or waits to be: it flushes anyway.
+    if (write_in_flight_ || !decided_.empty()) continue;
     if (auto st = service_.idle(clock_()); !st) {
       log(std::string("idle flush failed: ") + std::string(error_name(st.error())));
     }
   }
+}
+
+void Server::answer(Link& l, Bytes reply) {
+  l.reply = std::move(reply);
+  l.answered = true;
+  l.timer.cancel();
+}
+
+void Server::pump() {
+  if (write_in_flight_ || stopping_ || decided_.empty()) return;
+  std::vector<Link*> group = std::move(decided_);
+  decided_.clear();
+  auto sealed = service_.group().seal();
+  if (!sealed) {
+    // Nothing to write (status, export, rejections that changed nothing durable).
+    const bool durable = !service_.group().failed();
+    for (Link* l : group) answer(*l, service_.finish(std::move(l->turn), clock_(), durable));
+    if (!durable) (void)service_.recover();
+    return;
+  }
+  writing_ = std::move(group);
+  sealed_ = std::move(*sealed);
+  write_in_flight_ = true;
+  written_.reset();
+  asio::post(writer_, [this] {
+    Status st = service_.group().write(*sealed_);
+    written_ = st;
+    asio::post(io_, [this, st] { on_written(st); });
+  });
+}
+
+void Server::on_written(Status written) {
+  if (!write_in_flight_) return;  // stop() finished this group already
+  write_in_flight_ = false;
+  service_.group().finish(*sealed_, written);
+  sealed_.reset();
+  std::vector<Link*> group = std::move(writing_);
+  writing_.clear();
+  ++groups_written_;
+  messages_in_groups_ += group.size();
+  const UnixTime now = clock_();
+  if (!written) {
+    log(std::string("group commit failed (") + std::to_string(group.size() + decided_.size()) +
+        " messages answered ERROR_STORAGE): " + std::string(error_name(written.error())));
+    // What was decided on top of the lost group is void too.
+    group.insert(group.end(), decided_.begin(), decided_.end());
+    decided_.clear();
+    if (auto st = service_.recover(); !st) {
+      log(std::string("cannot reload the trust state: ") + std::string(error_name(st.error())));
+    }
+  }
+  for (Link* l : group) answer(*l, service_.finish(std::move(l->turn), now, written.ok()));
+  pump();
 }
 
 }  // namespace tollgate::instrument

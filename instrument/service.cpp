@@ -62,18 +62,50 @@ Bytes device_error_message(Error error) {
   return to_bytes(m.SerializeAsString());
 }
 
-InstrumentService::InstrumentService(Gateway& gateway, SqliteStore& store,
+InstrumentService::InstrumentService(SqliteStore& store, GatewaySetup setup,
                                      const crypto::PrivateKey& device_key,
                                      std::string firmware_version, CommandRegistry registry)
-    : gateway_(gateway),
-      store_(store),
+    : store_(store),
+      setup_(std::move(setup)),
+      group_(store),
       device_key_(device_key),
       firmware_version_(std::move(firmware_version)),
       registry_(std::move(registry)) {}
 
+InstrumentService::~InstrumentService() = default;
+
+Result<std::unique_ptr<InstrumentService>> InstrumentService::open(
+    SqliteStore& store, GatewaySetup setup, const crypto::PrivateKey& device_key,
+    std::string firmware_version, CommandRegistry registry) {
+  std::unique_ptr<InstrumentService> s(new InstrumentService(
+      store, std::move(setup), device_key, std::move(firmware_version), std::move(registry)));
+  auto g = s->open_gateway();
+  if (!g) return g.error();
+  s->gateway_.emplace(std::move(*g));
+  return s;
+}
+
+Result<Gateway> InstrumentService::open_gateway() {
+  std::vector<crypto::PublicKey> masters;
+  for (const auto& m : setup_.master_keys) masters.push_back(m.clone());
+  return Gateway::open(setup_.device_id, std::move(masters), setup_.policy, group_, setup_.random);
+}
+
+Status InstrumentService::recover() {
+  auto g = open_gateway();
+  if (!g) {
+    // The old gateway's memory is ahead of the disk: refuse every commit (so
+    // every command) until a later recover() succeeds.
+    group_.mark_failed();
+    return g.error();
+  }
+  *gateway_ = std::move(*g);
+  return {};
+}
+
 Status InstrumentService::boot(UnixTime clock) {
   v1::AuditRecord r;
-  r.set_time(gateway_.now(clock));
+  r.set_time(gateway_->now(clock));
   r.set_kind(v1::AuditRecord::KIND_BOOT);
   r.set_accepted(true);
   r.set_command(firmware_version_);
@@ -83,7 +115,12 @@ Status InstrumentService::boot(UnixTime clock) {
 }
 
 Status InstrumentService::idle(UnixTime clock) {
-  Status flushed = gateway_.flush(clock);
+  if (group_.failed()) {
+    if (Status st = recover(); !st) return st;
+  }
+  Status flushed = gateway_->flush(clock);
+  if (flushed) flushed = group_.sync();
+  if (!flushed && group_.failed()) (void)recover();
   Status synced = store_.sync();
   return flushed ? synced : flushed;
 }
@@ -107,11 +144,11 @@ Bytes InstrumentService::rejection(ByteView request_hash16, Error error, UnixTim
   r.set_request_hash(str(request_hash16));
   r.set_status(v1::CommandResponse::STATUS_REJECTED);
   r.set_error(error);
-  r.set_next_nonce(str(gateway_.issue_nonce(clock)));
+  r.set_next_nonce(str(gateway_->issue_nonce(clock)));
   return response_message(r);
 }
 
-void InstrumentService::note_auth_outcome(Error error, bool verified, UnixTime clock,
+void InstrumentService::note_auth_outcome(Turn& turn, Error error, bool verified, UnixTime clock,
                                           LinkContext& link) {
   if (verified) {
     link.backoff.on_verified();
@@ -123,49 +160,81 @@ void InstrumentService::note_auth_outcome(Error error, bool verified, UnixTime c
   if (step.delay_us > 0) ++stats_.delayed_replies;
   if (!step.escalated) return;
   v1::AuditRecord r;
-  r.set_time(gateway_.now(clock));
+  r.set_time(gateway_->now(clock));
   r.set_kind(v1::AuditRecord::KIND_RATE_LIMIT);
   r.set_accepted(false);
   r.set_reason(error);
   r.set_command("delay_ms=" + std::to_string(step.delay_us / 1000) +
                 " failures=" + std::to_string(step.failures) + " link=" + link.name);
-  // A failed append only loses the record of the slowdown; the slowdown holds.
-  (void)store_.append_audit({std::move(r)});
+  turn.audit.push_back(std::move(r));
 }
 
 Bytes InstrumentService::handle(ByteView host_message, UnixTime clock, LinkContext& link) {
+  Turn turn = begin(host_message, clock, link);
+  const bool durable = group_.sync().ok();
+  if (!durable) (void)recover();
+  return finish(std::move(turn), clock, durable);
+}
+
+InstrumentService::Turn InstrumentService::begin(ByteView host_message, UnixTime clock,
+                                                 LinkContext& link) {
   ++stats_.messages;
   link.reply_delay_us = 0;
-  if (host_message.size() > kMaxHostMessageSize) return device_error_message(v1::ERROR_TOO_LARGE);
+  Turn turn;
+  if (host_message.size() > kMaxHostMessageSize) {
+    turn.reply = device_error_message(v1::ERROR_TOO_LARGE);
+    return turn;
+  }
   v1::HostMessage m;
   if (!m.ParseFromArray(host_message.data(), static_cast<int>(host_message.size()))) {
-    return device_error_message(v1::ERROR_MALFORMED);
+    turn.reply = device_error_message(v1::ERROR_MALFORMED);
+    return turn;
   }
   switch (m.kind_case()) {
     case v1::HostMessage::kGetStatus:
-      return on_status(m.get_status(), clock);
+      turn.reply = on_status(m.get_status(), clock);
+      return turn;
     case v1::HostMessage::kInstallAuthorization:
-      return on_install(m.install_authorization(), clock, link);
+      on_install(turn, m.install_authorization(), clock, link);
+      return turn;
     case v1::HostMessage::kOfferTokens:
-      return on_offer(m.offer_tokens(), clock, link);
+      on_offer(turn, m.offer_tokens(), clock, link);
+      return turn;
     case v1::HostMessage::kCommand:
-      return on_command(m.command(), clock, link);
+      on_command(turn, m.command(), clock, link);
+      return turn;
     case v1::HostMessage::kExportAudit:
-      return on_export(m.export_audit(), clock);
+      turn.export_audit = m.export_audit();
+      return turn;
     case v1::HostMessage::KIND_NOT_SET:
       break;
   }
-  return device_error_message(v1::ERROR_MALFORMED);
+  turn.reply = device_error_message(v1::ERROR_MALFORMED);
+  return turn;
+}
+
+Bytes InstrumentService::finish(Turn turn, UnixTime clock, bool durable) {
+  // Rate-limit records: a failed append only loses the record of the slowdown;
+  // the slowdown holds.
+  if (!turn.audit.empty()) (void)store_.append_audit(std::move(turn.audit));
+  if (turn.export_audit) return on_export(*turn.export_audit, clock);
+  if (!durable && turn.changes_state) {
+    // Its charge (or install, or offer) was never written: nothing ran, and the
+    // host may send the same bytes again.
+    return rejection(turn.request_hash, v1::ERROR_STORAGE, clock);
+  }
+  if (turn.execute) return execute(*turn.execute, clock);
+  return std::move(turn.reply);
 }
 
 Bytes InstrumentService::on_status(const v1::HostMessage::GetStatus& g, UnixTime clock) {
   // The challenge only proves freshness; a long one would just make us sign junk.
   if (g.challenge().size() > 64) return device_error_message(v1::ERROR_TOO_LARGE);
   v1::StatusReport r;
-  r.set_device_id(str(gateway_.device_id()));
+  r.set_device_id(str(gateway_->device_id()));
   r.set_device_public_key(str(device_key_.public_key().spki_der()));
   r.set_firmware_version(firmware_version_);
-  for (const auto& [id, bytes] : gateway_.state().authorizations) {
+  for (const auto& [id, bytes] : gateway_->state().authorizations) {
     auto* a = r.add_authorizations();
     a->set_id(id);
     // Installed authorizations verified on the way in; parsing them again only
@@ -179,45 +248,56 @@ Bytes InstrumentService::on_status(const v1::HostMessage::GetStatus& g, UnixTime
       }
     }
   }
-  for (auto id : gateway_.state().revoked_ids) r.add_revoked_ids(id);
-  r.set_device_time(gateway_.now(clock));
-  r.set_nonce(str(gateway_.issue_nonce(clock)));
+  for (auto id : gateway_->state().revoked_ids) r.add_revoked_ids(id);
+  r.set_device_time(gateway_->now(clock));
+  r.set_nonce(str(gateway_->issue_nonce(clock)));
   r.set_challenge(g.challenge());
   Bytes signed_bytes = sign(v1::Signed::TYPE_STATUS_RESPONSE, r);
   if (signed_bytes.empty()) return device_error_message(v1::ERROR_INTERNAL);
   return device_message(DeviceMessageKind::kStatus, signed_bytes);
 }
 
-Bytes InstrumentService::on_install(const std::string& signed_auth, UnixTime clock,
-                                    LinkContext& link) {
+void InstrumentService::on_install(Turn& turn, const std::string& signed_auth, UnixTime clock,
+                                   LinkContext& link) {
   ByteView bytes = as_bytes(signed_auth);
-  auto result = gateway_.install_authorization(bytes, clock);
+  turn.request_hash = hash16(bytes);
+  turn.changes_state = true;
+  auto result = gateway_->install_authorization(bytes, clock);
   Error e = result.error();
   // Past the master signature: these reasons are only reached with a genuine object.
   bool verified = result.ok() || e == v1::ERROR_REVOKED || e == v1::ERROR_EXPIRED ||
                   e == v1::ERROR_NOT_YET_VALID;
-  note_auth_outcome(e, verified, clock, link);
-  if (!result) return rejection(hash16(bytes), e, clock);
+  note_auth_outcome(turn, e, verified, clock, link);
+  if (!result) {
+    turn.reply = rejection(turn.request_hash, e, clock);
+    return;
+  }
   v1::CommandResponse r;
-  r.set_request_hash(str(hash16(bytes)));
+  r.set_request_hash(str(turn.request_hash));
   r.set_status(v1::CommandResponse::STATUS_OK);
-  r.set_next_nonce(str(gateway_.issue_nonce(clock)));
-  return response_message(r);
+  r.set_next_nonce(str(gateway_->issue_nonce(clock)));
+  turn.reply = response_message(r);
 }
 
-Bytes InstrumentService::on_offer(const v1::HostMessage::OfferTokens& offer, UnixTime clock,
-                                  LinkContext& link) {
+void InstrumentService::on_offer(Turn& turn, const v1::HostMessage::OfferTokens& offer,
+                                 UnixTime clock, LinkContext& link) {
   Bytes h = hash16(as_bytes(offer.SerializeAsString()));
-  if (offer.tokens_size() == 0) return rejection(h, v1::ERROR_MALFORMED, clock);
-  if (static_cast<std::size_t>(offer.tokens_size()) > kMaxTokensPerOffer) {
-    return rejection(h, v1::ERROR_TOO_LARGE, clock);
+  turn.request_hash = h;
+  if (offer.tokens_size() == 0) {
+    turn.reply = rejection(h, v1::ERROR_MALFORMED, clock);
+    return;
   }
+  if (static_cast<std::size_t>(offer.tokens_size()) > kMaxTokensPerOffer) {
+    turn.reply = rejection(h, v1::ERROR_TOO_LARGE, clock);
+    return;
+  }
+  turn.changes_state = true;
   v1::TokenOfferResult outcomes;
   Error first_error = v1::ERROR_UNSPECIFIED;
   bool any_accepted = false;
   for (const auto& token : offer.tokens()) {
     auto* o = outcomes.add_outcomes();
-    auto info = gateway_.offer_token(as_bytes(token), clock);
+    auto info = gateway_->offer_token(as_bytes(token), clock);
     if (info) {
       any_accepted = true;
       o->set_token_id(info->token.token_id());
@@ -235,7 +315,7 @@ Bytes InstrumentService::on_offer(const v1::HostMessage::OfferTokens& offer, Uni
       }
     }
   }
-  note_auth_outcome(first_error, any_accepted, clock, link);
+  note_auth_outcome(turn, first_error, any_accepted, clock, link);
   v1::CommandResponse r;
   r.set_request_hash(str(h));
   if (any_accepted) {
@@ -246,46 +326,62 @@ Bytes InstrumentService::on_offer(const v1::HostMessage::OfferTokens& offer, Uni
     r.set_error(first_error);
   }
   r.set_result(outcomes.SerializeAsString());
-  r.set_next_nonce(str(gateway_.issue_nonce(clock)));
-  return response_message(r);
+  r.set_next_nonce(str(gateway_->issue_nonce(clock)));
+  turn.reply = response_message(r);
 }
 
-Bytes InstrumentService::on_command(const std::string& signed_request, UnixTime clock,
-                                    LinkContext& link) {
+void InstrumentService::on_command(Turn& turn, const std::string& signed_request, UnixTime clock,
+                                   LinkContext& link) {
   ByteView bytes = as_bytes(signed_request);
-  auto decision = gateway_.authorize_command(bytes, clock, registry_.rules());
+  turn.request_hash = hash16(bytes);
+  turn.changes_state = true;
+  auto decision = gateway_->authorize_command(bytes, clock, registry_.rules());
   if (!decision) {
     Error e = decision.error();
-    note_auth_outcome(e, !counts_as_auth_failure(e) && !is_neutral(e), clock, link);
-    return rejection(hash16(bytes), e, clock);
+    note_auth_outcome(turn, e, !counts_as_auth_failure(e) && !is_neutral(e), clock, link);
+    turn.reply = rejection(turn.request_hash, e, clock);
+    return;
   }
-  note_auth_outcome(v1::ERROR_UNSPECIFIED, true, clock, link);
+  note_auth_outcome(turn, v1::ERROR_UNSPECIFIED, true, clock, link);
   Decision& d = *decision;
   ByteView request_hash(d.request_hash.data(), kRequestHashSize);
 
   if (d.kind == Decision::Kind::kReplay) {
-    return device_message(DeviceMessageKind::kResponse, d.stored_response);
+    turn.reply = device_message(DeviceMessageKind::kResponse, d.stored_response);
+    return;
   }
-
-  v1::CommandResponse r;
-  r.set_request_hash(str(request_hash));
-  r.set_uses_left(d.uses_left);
 
   if (d.kind == Decision::Kind::kInterrupted) {
     // Charged before a power cut, never answered: it may or may not have run,
     // and it must not run twice. Say so, and keep saying it on every retry.
+    v1::CommandResponse r;
+    r.set_request_hash(str(request_hash));
+    r.set_uses_left(d.uses_left);
     r.set_status(v1::CommandResponse::STATUS_FAILED);
     r.set_error(v1::ERROR_COMMAND_FAILED);
     r.set_result("interrupted");
-    r.set_next_nonce(str(gateway_.issue_nonce(clock)));
+    r.set_next_nonce(str(gateway_->issue_nonce(clock)));
     Bytes signed_bytes = sign(v1::Signed::TYPE_COMMAND_RESPONSE, r);
-    if (signed_bytes.empty()) return device_error_message(v1::ERROR_INTERNAL);
-    (void)gateway_.complete_request(d.key, signed_bytes);
-    return device_message(DeviceMessageKind::kResponse, signed_bytes);
+    if (signed_bytes.empty()) {
+      turn.reply = device_error_message(v1::ERROR_INTERNAL);
+      return;
+    }
+    (void)gateway_->complete_request(d.key, signed_bytes);
+    turn.reply = device_message(DeviceMessageKind::kResponse, signed_bytes);
+    return;
   }
+  // kExecute: charged, but only staged; it runs in finish() once durable.
+  turn.execute = std::move(d);
+}
 
-  // kExecute: the charge and its audit record are committed; run the command.
-  UnixTime now = gateway_.now(clock);
+Bytes InstrumentService::execute(Decision& d, UnixTime clock) {
+  ByteView request_hash(d.request_hash.data(), kRequestHashSize);
+  v1::CommandResponse r;
+  r.set_request_hash(str(request_hash));
+  r.set_uses_left(d.uses_left);
+
+  // The charge and its audit record are durable (the group was written): run it.
+  UnixTime now = gateway_->now(clock);
   v1::AuditRecord execution;
   execution.set_time(now);
   execution.set_kind(v1::AuditRecord::KIND_EXECUTION);
@@ -299,7 +395,7 @@ Bytes InstrumentService::on_command(const std::string& signed_request, UnixTime 
 
   CommandOutcome outcome;
   const CommandSpec* spec = registry_.find(d.request.command());
-  CommandContext ctx{now, d, gateway_.state(), &store_, instrument_, execution, false};
+  CommandContext ctx{now, d, gateway_->state(), &store_, instrument_, execution, false};
   if (spec == nullptr) {
     outcome = CommandOutcome::failed(v1::ERROR_COMMAND_FAILED, "no handler");
   } else {
@@ -325,20 +421,21 @@ Bytes InstrumentService::on_command(const std::string& signed_request, UnixTime 
   Bytes signed_bytes = sign(v1::Signed::TYPE_COMMAND_RESPONSE, r);
   if (signed_bytes.empty()) return device_error_message(v1::ERROR_INTERNAL);
   // A retry with the same bytes gets exactly this answer, never a second run.
-  (void)gateway_.complete_request(d.key, signed_bytes);
+  (void)gateway_->complete_request(d.key, signed_bytes);
   return device_message(DeviceMessageKind::kResponse, signed_bytes);
 }
 
 Bytes InstrumentService::on_export(const v1::HostMessage::ExportAudit& m, UnixTime clock) {
-  // Events of rejections still waiting in memory belong in the export.
-  (void)gateway_.flush(clock);
+  // Events of rejections still waiting in memory belong in the export: write
+  // them (and whatever else is staged) now.
+  if (gateway_->flush(clock).ok() && !group_.sync().ok()) (void)recover();
   std::size_t max = m.max_records() == 0
                         ? kMaxAuditRecordsPerExport
                         : std::min<std::size_t>(m.max_records(), kMaxAuditRecordsPerExport);
   auto records = store_.audit_records(m.from_seq(), max);
   if (!records) return device_error_message(records.error());
   v1::AuditExport e;
-  e.set_device_id(str(gateway_.device_id()));
+  e.set_device_id(str(gateway_->device_id()));
   for (auto& r : *records) *e.add_records() = std::move(r);
   auto head = store_.audit_head();
   e.set_head_hash(std::string(head.hash.begin(), head.hash.end()));

@@ -11,18 +11,22 @@
 
 #include <algorithm>
 #include <boost/json.hpp>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <iomanip>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <ostream>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
 #include "gateway/c_ptr.hpp"
 #include "gateway/gateway.hpp"
+#include "gateway/group_commit.hpp"
 #include "gateway/memory_storage.hpp"
 #include "gateway/signed.hpp"
 #include "instrument/commands.hpp"
@@ -51,6 +55,10 @@ template <class T>
 T must(Result<T> r, const char* what) {
   if (!r) fail(std::string(what) + ": " + std::string(error_name(r.error())));
   return std::move(*r);
+}
+
+void must(Status st, const char* what) {
+  if (!st) fail(std::string(what) + ": " + std::string(error_name(st.error())));
 }
 
 std::string str(ByteView b) {
@@ -319,73 +327,6 @@ struct Profile {
   }
 };
 
-// One device in steady state: a gateway over `storage` with the profile's
-// authorization and token installed. Its nonces come from a counter so the
-// host side can sign requests ahead of time; each decision is checked to hand
-// out exactly the nonce the next pre-signed request carries.
-class Device {
- public:
-  Device(const Profile& p, Storage& storage) : p_(p), counter_(std::make_shared<std::uint64_t>(1)) {
-    auto counter = counter_;
-    RandomSource random = [counter](std::size_t n) {
-      Bytes b = nonce_bytes((*counter)++);
-      b.resize(n);
-      return b;
-    };
-    std::vector<crypto::PublicKey> masters;
-    masters.push_back(p.master.public_key().clone());
-    gw_.emplace(must(Gateway::open(p.device, std::move(masters), DevicePolicy{}, storage, random),
-                     "Gateway::open"));
-    must(gw_->install_authorization(p.authorization, kNow), "install_authorization");
-    must(gw_->offer_token(p.token, kNow), "offer_token");
-    next_nonce_ = gw_->issue_nonce(kNow);
-    response_.assign(80 + p.user.public_key().bits() / 8, 0x5A);
-  }
-
-  // Signs the next n requests (untimed); run() then decides them in order.
-  std::size_t prepare(std::size_t n) {
-    batch_.clear();
-    std::uint64_t nonce = value_of(next_nonce_);
-    for (std::size_t i = 0; i < n; ++i) {
-      batch_.push_back(sign_message(v1::Signed::TYPE_COMMAND_REQUEST,
-                                    p_.request_body(nonce_bytes(nonce + i), request_id_ + i),
-                                    p_.user));
-    }
-    return n;
-  }
-
-  // Decides the i-th prepared request as the instrument does in steady state:
-  // authorize (one verify, one commit), then record the response sent.
-  void decide(std::size_t i) {
-    auto d = gw_->authorize_command(batch_[i], kNow, rules_);
-    if (!d) fail("authorize_command: " + std::string(error_name(d.error())));
-    if (d->kind != Decision::Kind::kExecute) fail("authorize_command did not execute");
-    if (!gw_->complete_request(d->key, response_)) fail("complete_request");
-    next_nonce_ = std::move(d->next_nonce);
-    ++request_id_;
-  }
-
- private:
-  static std::uint64_t value_of(const Bytes& nonce) {
-    std::uint64_t v = 0;
-    for (std::size_t k = kNonceSize - 8; k < kNonceSize; ++k) v = (v << 8) | nonce[k];
-    return v;
-  }
-
-  const Profile& p_;
-  std::shared_ptr<std::uint64_t> counter_;
-  instrument::CommandRegistry registry_ = instrument::simulated_instrument_commands();
-  const CommandRules& rules_ = registry_.rules();
-  std::optional<Gateway> gw_;
-  Bytes next_nonce_;
-  Bytes response_;
-  std::uint64_t request_id_ = kFirstRequestId;
-  std::vector<Bytes> batch_;
-};
-
-// --- Timing
-// ----------------------------------------------------------------------------------------
-
 // Which clock a comparison is timed with. In memory the work is pure CPU, so the
 // thread's CPU time is used: time slices lost to other jobs on a shared machine
 // then count for neither side. Durable work waits for the disk, so wall time.
@@ -400,6 +341,188 @@ double seconds_now(Timebase tb) {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
+// One device in steady state: a gateway over `storage` with the profile's
+// authorization and token installed. Its nonces come from a counter so the
+// host side can sign requests ahead of time; each decision is checked to hand
+// out exactly the nonce a later pre-signed request carries.
+//
+// group > 1: the instrument's group commit as its Server runs it with `group`
+// busy hosts on as many links (instrument/server.hpp): the requests of a group
+// are decided (verify, charge: staged in memory) while the previous group is
+// written by a writer thread (GroupCommitStorage seal / write / finish: one
+// transaction, one fsync); when that write completes, the previous group's
+// responses are recorded and this group is sealed and handed to the writer.
+// Every op waits for nothing it need not; each batch ends with its last group
+// written (so every decision counted is durable). There are `group` nonces in
+// flight; request i carries the nonce decision i - group handed out (the
+// counter makes them consecutive).
+class Device {
+ public:
+  Device(const Profile& p, Storage& storage, std::size_t group = 1)
+      : p_(p),
+        group_size_(std::max<std::size_t>(group, 1)),
+        counter_(std::make_shared<std::uint64_t>(1)) {
+    auto counter = counter_;
+    RandomSource random = [counter](std::size_t n) {
+      Bytes b = nonce_bytes((*counter)++);
+      b.resize(n);
+      return b;
+    };
+    std::vector<crypto::PublicKey> masters;
+    masters.push_back(p.master.public_key().clone());
+    Storage* target = &storage;
+    if (group_size_ > 1) {
+      grouped_.emplace(storage);
+      target = &*grouped_;
+    }
+    DevicePolicy policy;
+    policy.max_nonces_in_flight = std::max(policy.max_nonces_in_flight, 2 * group_size_);
+    policy.idempotency_cache_size = std::max(policy.idempotency_cache_size, 2 * group_size_);
+    gw_.emplace(must(Gateway::open(p.device, std::move(masters), policy, *target, random),
+                     "Gateway::open"));
+    must(gw_->install_authorization(p.authorization, kNow), "install_authorization");
+    must(gw_->offer_token(p.token, kNow), "offer_token");
+    next_nonce_ = value_of(gw_->issue_nonce(kNow));
+    for (std::size_t i = 1; i < group_size_; ++i) (void)gw_->issue_nonce(kNow);
+    if (grouped_) {
+      must(gw_->flush(kNow), "flush");
+      must(grouped_->sync(), "sync");
+      writer_ = std::thread([this] { write_loop(); });
+    }
+    response_.assign(80 + p.user.public_key().bits() / 8, 0x5A);
+  }
+
+  ~Device() {
+    if (!writer_.joinable()) return;
+    {
+      std::lock_guard lock(mu_);
+      quit_ = true;
+    }
+    cv_.notify_all();
+    writer_.join();
+  }
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
+
+  // Requests decided per op: 1, or the group size.
+  std::size_t per_op() const { return group_size_; }
+
+  // Signs the requests of the next n ops (untimed); decide() then runs them in order.
+  std::size_t prepare(std::size_t n) {
+    batch_.clear();
+    for (std::size_t i = 0; i < n * group_size_; ++i) {
+      batch_.push_back(sign_message(v1::Signed::TYPE_COMMAND_REQUEST,
+                                    p_.request_body(nonce_bytes(next_nonce_ + i), request_id_ + i),
+                                    p_.user));
+    }
+    return n;
+  }
+
+  // Op i: decides the i-th prepared request (or group of them) as the instrument
+  // does in steady state: authorize (one verify; one commit, or one sync per
+  // group), then record the response sent.
+  void decide(std::size_t i) {
+    if (!grouped_) {
+      Decision d = authorize(batch_[i]);
+      if (!gw_->complete_request(d.key, response_)) fail("complete_request");
+      return;
+    }
+    std::vector<Decision> group;
+    for (std::size_t k = 0; k < group_size_; ++k) {
+      group.push_back(authorize(batch_[i * group_size_ + k]));
+    }
+    drain();  // the previous group's write, then its responses
+    writing_ = std::move(group);
+    start_write();
+    if (i + 1 == batch_.size() / group_size_) drain();
+  }
+
+ private:
+  static std::uint64_t value_of(const Bytes& nonce) {
+    std::uint64_t v = 0;
+    for (std::size_t k = kNonceSize - 8; k < kNonceSize; ++k) v = (v << 8) | nonce[k];
+    return v;
+  }
+
+  // Hands what is staged to the writer thread.
+  void start_write() {
+    auto sealed = grouped_->seal();
+    if (!sealed) fail("nothing staged");
+    {
+      std::lock_guard lock(mu_);
+      job_ = std::move(*sealed);
+      written_.reset();
+    }
+    cv_.notify_all();
+  }
+  // Waits for the write in flight, if any, and records its group's responses.
+  void drain() {
+    std::optional<GroupCommitStorage::Sealed> job;
+    Status st;
+    {
+      std::unique_lock lock(mu_);
+      if (!job_) return;
+      cv_.wait(lock, [&] { return written_.has_value(); });
+      job = std::move(job_);
+      job_.reset();
+      st = *written_;
+    }
+    grouped_->finish(*job, st);
+    must(st, "group write");
+    for (const Decision& d : writing_) {
+      if (!gw_->complete_request(d.key, response_)) fail("complete_request");
+    }
+    writing_.clear();
+  }
+  void write_loop() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return quit_ || (job_ && !written_); });
+      if (quit_) return;
+      const GroupCommitStorage::Sealed& job = *job_;
+      lock.unlock();
+      Status st = grouped_->write(job);
+      lock.lock();
+      written_ = st;
+      cv_.notify_all();
+    }
+  }
+
+  Decision authorize(const Bytes& request) {
+    auto d = gw_->authorize_command(request, kNow, rules_);
+    if (!d) fail("authorize_command: " + std::string(error_name(d.error())));
+    if (d->kind != Decision::Kind::kExecute) fail("authorize_command did not execute");
+    // The nonce handed out is the one the request `group` places later carries.
+    if (value_of(d->next_nonce) != next_nonce_ + group_size_) fail("unexpected next nonce");
+    ++next_nonce_;
+    ++request_id_;
+    return std::move(*d);
+  }
+
+  const Profile& p_;
+  std::size_t group_size_;
+  std::shared_ptr<std::uint64_t> counter_;
+  instrument::CommandRegistry registry_ = instrument::simulated_instrument_commands();
+  const CommandRules& rules_ = registry_.rules();
+  std::optional<GroupCommitStorage> grouped_;
+  std::optional<Gateway> gw_;
+  std::uint64_t next_nonce_ = 0;  // carried by the next request decided
+  Bytes response_;
+  std::uint64_t request_id_ = kFirstRequestId;
+  std::vector<Bytes> batch_;
+  // Group commit: the group being written and the writer thread's hand-off.
+  std::vector<Decision> writing_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::optional<GroupCommitStorage::Sealed> job_;
+  std::optional<Status> written_;
+  bool quit_ = false;
+  std::thread writer_;
+};
+
+// --- Timing
+// ----------------------------------------------------------------------------------------
+
 // One side of a comparison: `prepare(n)` runs untimed before each batch and
 // returns how many ops the batch holds; `op(i)` is the timed work.
 struct Side {
@@ -408,7 +531,8 @@ struct Side {
 
   std::function<std::size_t(std::size_t)> prepare;
   std::function<void(std::size_t)> op;
-  bool per_op = false;  // also time every op on its own (durable: a few ms each)
+  bool per_op = false;     // also time every op on its own (durable: a few ms each)
+  std::size_t weight = 1;  // decisions per op (a group of them, for the group commit)
   double spent = 0;
   std::uint64_t ops = 0;
   std::vector<double> op_seconds;
@@ -421,12 +545,12 @@ struct Side {
       op(i);
       if (per_op) {
         const double now = seconds_now(tb);
-        op_seconds.push_back(now - last);
+        op_seconds.push_back((now - last) / static_cast<double>(weight));
         last = now;
       }
     }
     spent += seconds_now(tb) - t0;
-    ops += n;
+    ops += n * weight;
   }
   double rate() const { return spent > 0 ? static_cast<double>(ops) / spent : 0; }
 };
@@ -470,6 +594,7 @@ struct Row {
   std::string kind;  // "memory" | "durable"
   crypto::KeyType alg;
   double target;
+  std::size_t hosts = 1;  // durable: requests decided per commit (the group commit's group)
   std::vector<double> raw, ours, ratio;
   std::vector<double> best, best_ratio;  // memory only: raw with a copied context
   std::vector<double> p50_ratio;         // durable only: raw median op time / ours
@@ -514,9 +639,14 @@ void print_table(const std::vector<Row>& rows, const AuthOptions& o, const std::
       << "           p50-ratio = median bare commit time / median decision time; ceiling ="
          " the best ratio\n"
       << "           a decision can reach on this disk: bare commit time / (that + in-memory"
-         " decision time)\n\n";
-  out << std::left << std::setw(9) << "kind" << std::setw(10) << "alg" << std::right
-      << std::setw(11) << "raw/s" << std::setw(11) << "ours/s" << std::setw(8) << "ratio"
+         " decision time)\n"
+      << "           hosts = requests decided per commit: 1 = one host, each decision its own"
+         " fsync'd commit;\n"
+      << "           N = N hosts on N links, their requests decided back to back and made"
+         " durable by ONE commit\n"
+      << "           (group commit) before any of them executes\n\n";
+  out << std::left << std::setw(9) << "kind" << std::setw(10) << "alg" << std::right << std::setw(6)
+      << "hosts" << std::setw(11) << "raw/s" << std::setw(11) << "ours/s" << std::setw(8) << "ratio"
       << std::setw(8) << "target" << std::setw(5) << "met" << std::setw(14) << "ratio range"
       << std::setw(12) << "raw-copy/s" << std::setw(8) << "ratio*" << std::setw(11) << "p50-ratio"
       << std::setw(10) << "ceiling"
@@ -525,6 +655,7 @@ void print_table(const std::vector<Row>& rows, const AuthOptions& o, const std::
     const double ratio = median(r.ratio);
     const auto [lo, hi] = std::minmax_element(r.ratio.begin(), r.ratio.end());
     out << std::left << std::setw(9) << r.kind << std::setw(10) << alg_label(r.alg) << std::right
+        << std::setw(6) << (r.kind == "memory" ? std::string("-") : std::to_string(r.hosts))
         << std::setw(11) << fixed(median(r.raw), 0) << std::setw(11) << fixed(median(r.ours), 0)
         << std::setw(8) << fixed(ratio, 3) << std::setw(8) << (">=" + fixed(r.target, 1))
         << std::setw(5) << (ratio >= r.target ? "yes" : "NO") << std::setw(14)
@@ -548,6 +679,7 @@ void print_json(const std::vector<Row>& rows, const AuthOptions& o, std::ostream
     boost::json::object j;
     j["bench"] = "auth";
     j["kind"] = r.kind;
+    if (r.kind == "durable") j["hosts"] = r.hosts;
     j["alg"] = std::string(crypto::key_type_name(r.alg));
     j["raw_per_s"] = median(r.raw);
     j["ours_per_s"] = median(r.ours);
@@ -622,7 +754,11 @@ void run_auth_bench(const AuthOptions& o, std::ostream& out, std::ostream& progr
     std::unique_ptr<instrument::SqliteStore> store;
     std::string store_path;
     std::unique_ptr<Device> durable;
+    std::unique_ptr<instrument::SqliteStore> group_store;
+    std::string group_store_path;
+    std::unique_ptr<Device> grouped;
   };
+  const bool grouped = o.durable && o.hosts > 1;
   // One bare loop serves every algorithm: it does not depend on one.
   std::unique_ptr<BareCommitLoop> bare;
   std::uint64_t bare_i = 0;
@@ -649,23 +785,40 @@ void run_auth_bench(const AuthOptions& o, std::ostream& out, std::ostream& progr
       if (!store) fail("SqliteStore::open: " + why);
       s.store = std::move(*store);
       s.durable = std::make_unique<Device>(*s.profile, *s.store);
+      if (grouped) {
+        s.group_store_path =
+            (scratch.path / ("group-" + std::string(crypto::key_type_name(t)) + ".db")).string();
+        auto gstore = instrument::SqliteStore::open(s.group_store_path,
+                                                    instrument::SqliteStore::Options{}, &why);
+        if (!gstore) fail("SqliteStore::open: " + why);
+        s.group_store = std::move(*gstore);
+        s.grouped = std::make_unique<Device>(*s.profile, *s.group_store, o.hosts);
+      }
     }
     setups.push_back(std::move(s));
   }
 
   std::vector<Row> rows;
   for (std::size_t a = 0; a < setups.size(); ++a) {
-    if (o.memory) rows.push_back(Row{"memory", o.algs[a], kMemoryTarget, {}, {}, {}, {}, {}, {}});
+    if (o.memory)
+      rows.push_back(Row{"memory", o.algs[a], kMemoryTarget, 1, {}, {}, {}, {}, {}, {}});
   }
   for (std::size_t a = 0; a < setups.size(); ++a) {
     if (o.durable)
-      rows.push_back(Row{"durable", o.algs[a], kDurableTarget, {}, {}, {}, {}, {}, {}});
+      rows.push_back(Row{"durable", o.algs[a], kDurableTarget, 1, {}, {}, {}, {}, {}, {}});
+  }
+  for (std::size_t a = 0; a < setups.size(); ++a) {
+    if (grouped)
+      rows.push_back(Row{"durable", o.algs[a], kDurableTarget, o.hosts, {}, {}, {}, {}, {}, {}});
   }
 
   // Batches short enough that the sides alternate many times a round, long
   // enough that the untimed signing between them does not dominate the caches.
   constexpr std::size_t kMemoryBatch = 64;
   constexpr std::size_t kDurableBatch = 4;
+  // Group commit: groups per batch. Each batch ends by waiting for its last
+  // write, which a running server never does; longer batches make that rarer.
+  constexpr std::size_t kGroupedBatch = 32;
   const auto no_prepare = [](std::size_t n) { return n; };
   auto raw_side = [&](const RawVerifier& v) {
     return Side{no_prepare, [&v](std::size_t i) {
@@ -683,6 +836,16 @@ void run_auth_bench(const AuthOptions& o, std::ostream& out, std::ostream& progr
                             Side{[&s](std::size_t n) { return s.durable->prepare(n); },
                                  [&s](std::size_t i) { s.durable->decide(i); }}};
     for (Side& side : sides) side.per_op = true;
+    return sides;
+  };
+  auto grouped_sides = [&](Setup& s) {
+    std::vector<Side> sides{Side{no_prepare, [&](std::size_t) { bare->commit_one(bare_i++); }},
+                            Side{[&s](std::size_t n) { return s.grouped->prepare(n); },
+                                 [&s](std::size_t i) { s.grouped->decide(i); }}};
+    for (Side& side : sides) side.per_op = true;
+    // One op of ours decides a whole group; the bare side runs as many commits
+    // per batch as ours decides requests.
+    sides[1].weight = s.grouped->per_op();
     return sides;
   };
 
@@ -705,6 +868,14 @@ void run_auth_bench(const AuthOptions& o, std::ostream& out, std::ostream& progr
           s.durable->decide(0);
         });
       (void)compare(durable_sides(s), o.durable_round / 5, kDurableBatch, Timebase::kWall, 0);
+    }
+    if (grouped) {
+      if (o.warm_wal)
+        warm_until_wal_reused(s.group_store_path, [&] {
+          s.grouped->prepare(1);
+          s.grouped->decide(0);
+        });
+      (void)compare(grouped_sides(s), o.durable_round / 5, kGroupedBatch, Timebase::kWall, 0);
     }
   }
 
@@ -736,10 +907,21 @@ void run_auth_bench(const AuthOptions& o, std::ostream& out, std::ostream& progr
         out_row.p50_ratio.push_back(r.median_op_s[0] / r.median_op_s[1]);
       }
     }
+    if (grouped) {
+      for (Setup& s : setups) {
+        const Rates r =
+            compare(grouped_sides(s), o.durable_round, kGroupedBatch, Timebase::kWall, rotate);
+        Row& out_row = rows[row++];
+        out_row.raw.push_back(r.per_s[0]);
+        out_row.ours.push_back(r.per_s[1]);
+        out_row.ratio.push_back(r.per_s[1] / r.per_s[0]);
+        out_row.p50_ratio.push_back(r.median_op_s[0] / r.median_op_s[1]);
+      }
+    }
   }
 
   for (Row& d : rows) {
-    if (d.kind != "durable") continue;
+    if (d.kind != "durable" || d.hosts != 1) continue;
     for (const Row& m : rows) {
       if (m.kind == "memory" && m.alg == d.alg) {
         const double commit_s = 1 / median(d.raw);

@@ -12,6 +12,9 @@
 //           ours = the same decision committed through the instrument's SqliteStore
 //                  (charge before execute: one durable transaction per decision)
 //           target: ours / raw >= 0.9
+//           With --hosts N (default 8) a second durable row: N hosts' requests decided
+//           back to back and made durable by ONE commit (gateway/group_commit.hpp), as
+//           the instrument does with requests that arrive together on several links
 //
 // Every round runs each pair back to back (alternating which side goes first) for
 // a fixed time; the reported rates are medians over rounds and the ratio is the
@@ -43,6 +46,9 @@ struct AuthOptions {
   // the system temp directory. Both durable loops use it, so they share a disk.
   std::string db_dir;
   bool json = false;
+  // Also measure the group commit: this many hosts' requests decided back to back
+  // and made durable by one commit (a second durable row per algorithm); <= 1: off.
+  std::size_t hosts = 8;
 };
 
 // Runs the benchmark; the table (or one JSON object per row) goes to `out`,

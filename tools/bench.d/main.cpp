@@ -3,7 +3,7 @@
 //
 //   tollgate-bench auth [--rounds N] [--memory-ms MS] [--durable-ms MS] [--quick]
 //                       [--algs ed25519,p256,rsa2048] [--only memory|durable]
-//                       [--db-dir DIR] [--json]
+//                       [--db-dir DIR] [--hosts N] [--json]
 //
 // Exit status: 0 ran; 1 a benchmark could not run; 2 bad arguments.
 #include <CLI/CLI.hpp>
@@ -51,6 +51,11 @@ int main(int argc, char** argv) {
                   "Directory for the SQLite files (a scratch subdirectory is made and removed; "
                   "default: the system temp directory)");
   cmd->add_flag("--json", auth.json, "One JSON object per row instead of the table");
+  cmd->add_option("--hosts", auth.hosts,
+                  "Durable with group commit: requests of this many hosts decided per commit "
+                  "(a second durable row; 0 or 1: only one host)")
+      ->check(CLI::Range(0, 64))
+      ->capture_default_str();
 
   try {
     app.parse(argc, argv);
