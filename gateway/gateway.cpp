@@ -92,6 +92,7 @@ struct Gateway::Impl {
   DevicePolicy policy;
   Storage* storage = nullptr;
   RandomSource random;
+  VerifiedSignatures* verified = nullptr;
 
   // The state the gateway decides on: the last committed state with `dirty`
   // applied. `dirty` holds changes and audit events waiting for the next commit.
@@ -626,10 +627,13 @@ Result<Decision> Gateway::authorize_command(ByteView signed_request_bytes, UnixT
   auto [first, last] = g.tokens_by_user.equal_range(signer);
   if (first == last) return g.reject(ev, v1::ERROR_NO_VALID_TOKEN);
   const crypto::PublicKey& user_key = g.tokens.at(first->second).user_key;
-  auto body =
-      verify_and_parse<v1::CommandRequest>(*env, kRequestType, user_key, g.policy.user_algorithms);
-  if (!body) return g.reject(ev, body.error());
-  v1::CommandRequest& req = *body;
+  if (!g.verified || !g.verified->take(*env, kRequestType, user_key.id())) {
+    if (auto st = verify_signed(*env, kRequestType, user_key, g.policy.user_algorithms); !st) {
+      return g.reject(ev, st.error());
+    }
+  }
+  v1::CommandRequest req;
+  if (!req.ParseFromString(env->body())) return g.reject(ev, v1::ERROR_MALFORMED);
   ev.request_id = req.request_id();
   ev.command = req.command();
 
@@ -758,6 +762,16 @@ Status Gateway::flush(UnixTime clock) {
   g.observe(clock);
   if (g.dirty.empty() && g.audit_dropped == 0) return {};
   return g.commit(StateDelta{}, {});
+}
+
+void Gateway::use_verified_signatures(VerifiedSignatures* verified) {
+  impl_->verified = verified;
+}
+
+std::optional<crypto::PublicKey> Gateway::user_key(const crypto::KeyId& signer) const {
+  auto it = impl_->tokens_by_user.find(signer);
+  if (it == impl_->tokens_by_user.end()) return std::nullopt;
+  return impl_->tokens.at(it->second).user_key.clone();
 }
 
 UnixTime Gateway::now(UnixTime clock) const {

@@ -41,6 +41,7 @@
 #include "gateway/policy.hpp"
 #include "gateway/result.hpp"
 #include "gateway/storage.hpp"
+#include "gateway/verified_signatures.hpp"
 
 namespace tollgate {
 
@@ -180,6 +181,15 @@ class Gateway {
   // Commits whatever waits in memory (queued audit events, floor, nonces,
   // responses). The instrument calls this when idle and before shutdown.
   Status flush(UnixTime clock);
+
+  // Command signatures verified ahead on other threads (see
+  // gateway/verified_signatures.hpp); authorize_command then skips verifying a
+  // request whose exact signature is found there. Null = none. Must outlive the
+  // Gateway (or be reset to null first).
+  void use_verified_signatures(VerifiedSignatures* verified);
+  // A copy of the public key a command signed by `signer` is verified under,
+  // if a stored token names that user key; for verifying it ahead.
+  std::optional<crypto::PublicKey> user_key(const crypto::KeyId& signer) const;
 
   // The device's now for this clock: max(clock, floor).
   UnixTime now(UnixTime clock) const;

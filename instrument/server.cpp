@@ -5,6 +5,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <thread>
 
 #include "transport/links/endpoint.hpp"
 
@@ -20,6 +21,7 @@ struct Server::Link {
   InstrumentService::Turn turn;
   Bytes reply;
   bool answered = false;
+  bool verified = true;  // its signature check ahead is done
   Link(std::unique_ptr<transport::MessageLink> l, asio::io_context& io, BackoffConfig backoff)
       : link(std::move(l)), timer(io) {
     context.name = link->describe();
@@ -32,9 +34,11 @@ Server::Server(asio::io_context& io, InstrumentService& service, Clock clock, Se
       service_(service),
       clock_(std::move(clock)),
       options_(std::move(options)),
-      idle_timer_(io) {}
+      idle_timer_(io),
+      verifiers_(std::max(1u, options_.verifier_threads)) {}
 
 Server::~Server() {
+  verifiers_.join();
   writer_.join();
 }
 
@@ -82,6 +86,7 @@ void Server::stop() {
   if (signals_) signals_->cancel();
   // A group being written: wait for the disk, then finish it (on_written). Then
   // what was decided since: write it and finish it the same way.
+  verifiers_.join();
   writer_.join();
   if (write_in_flight_) on_written(written_.value_or(Status(v1::ERROR_STORAGE)));
   if (!decided_.empty()) {
@@ -124,6 +129,27 @@ asio::awaitable<void> Server::serve(Link& l) {
     l.context.monotonic_us = std::chrono::duration_cast<std::chrono::microseconds>(
                                  std::chrono::steady_clock::now().time_since_epoch())
                                  .count();
+    if (options_.verifier_threads > 0 && busy()) {
+      if (auto job = service_.preverify(message)) {
+        l.verified = false;
+        ++verifying_;
+        ++preverified_;
+        asio::post(verifiers_, [this, &l, job = std::move(*job)]() mutable {
+          job.run();
+          asio::post(io_, [this, &l] {
+            --verifying_;
+            l.verified = true;
+            l.timer.cancel();
+          });
+        });
+        while (!l.verified && !stopping_) {
+          boost::system::error_code ec;
+          l.timer.expires_at(asio::steady_timer::time_point::max());
+          co_await l.timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        }
+        if (stopping_) break;
+      }
+    }
     l.turn = service_.begin(message, clock_(), l.context);
     l.answered = false;
     decided_.push_back(&l);

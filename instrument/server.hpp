@@ -13,7 +13,10 @@
 // group. When the write completes, the group's commands execute and their
 // answers go out (InstrumentService::finish) - never before their charge is on
 // disk. One host alone gets one write per command, as before; N busy hosts
-// share the fsyncs, and the signature checks overlap the disk. A failed write:
+// share the fsyncs, and the signature checks overlap the disk. While the loop is
+// busy (a write, another message), a command's signature is verified ahead on
+// a verifier thread (one per core; gateway/verified_signatures.hpp), so several
+// cores check signatures and the loop only decides. A failed write:
 // every message of that group and of the one decided on top of it is answered
 // ERROR_STORAGE and the gateway is reloaded from the database.
 //
@@ -35,6 +38,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "instrument/backoff.hpp"
@@ -47,6 +51,9 @@ struct ServerOptions {
   BackoffConfig backoff;
   std::chrono::milliseconds send_timeout{5000};
   std::chrono::milliseconds idle_flush{1000};
+  // Threads that verify command signatures ahead while the loop is busy;
+  // 0 = every check on the loop's thread. Default: one per core.
+  unsigned verifier_threads = std::max(1u, std::thread::hardware_concurrency());
   // Where log lines go (stderr in the program); empty = no logging.
   std::function<void(const std::string&)> log;
 };
@@ -77,6 +84,8 @@ class Server {
   // Groups handed to the writer thread, and the messages they answered.
   std::uint64_t groups_written() const { return groups_written_; }
   std::uint64_t messages_in_groups() const { return messages_in_groups_; }
+  // Command signatures verified ahead on the verifier threads.
+  std::uint64_t preverified() const { return preverified_; }
 
  private:
   struct Link;
@@ -88,6 +97,9 @@ class Server {
   // The writer thread reported `written` for the sealed group: finish its turns.
   void on_written(Status written);
   void answer(Link& link, Bytes reply);
+  // Another message or a write is in progress: a signature check now would
+  // delay it, so it goes to a verifier thread.
+  bool busy() const { return write_in_flight_ || verifying_ > 0 || !decided_.empty(); }
   boost::asio::io_context& io_;
   InstrumentService& service_;
   Clock clock_;
@@ -105,7 +117,11 @@ class Server {
   std::optional<Status> written_;  // set by the writer thread before it posts back
   std::uint64_t groups_written_ = 0;
   std::uint64_t messages_in_groups_ = 0;
-  boost::asio::thread_pool writer_{1};  // last: joined first on destruction
+  std::size_t verifying_ = 0;
+  std::uint64_t preverified_ = 0;
+  // Last: joined first on destruction.
+  boost::asio::thread_pool verifiers_;
+  boost::asio::thread_pool writer_{1};
 };
 
 }  // namespace tollgate::instrument

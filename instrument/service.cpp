@@ -88,7 +88,31 @@ Result<std::unique_ptr<InstrumentService>> InstrumentService::open(
 Result<Gateway> InstrumentService::open_gateway() {
   std::vector<crypto::PublicKey> masters;
   for (const auto& m : setup_.master_keys) masters.push_back(m.clone());
-  return Gateway::open(setup_.device_id, std::move(masters), setup_.policy, group_, setup_.random);
+  auto g =
+      Gateway::open(setup_.device_id, std::move(masters), setup_.policy, group_, setup_.random);
+  if (g) g->use_verified_signatures(&verified_);
+  return g;
+}
+
+std::optional<InstrumentService::Preverify> InstrumentService::preverify(
+    ByteView host_message) const {
+  if (host_message.size() > kMaxHostMessageSize) return std::nullopt;
+  v1::HostMessage m;
+  if (!m.ParseFromArray(host_message.data(), static_cast<int>(host_message.size())) ||
+      m.kind_case() != v1::HostMessage::kCommand) {
+    return std::nullopt;
+  }
+  auto env = parse_signed(as_bytes(m.command()));
+  if (!env || env->type() != v1::Signed::TYPE_COMMAND_REQUEST ||
+      env->signer_key_id().size() != crypto::KeyId{}.size()) {
+    return std::nullopt;
+  }
+  crypto::KeyId signer{};
+  std::copy(env->signer_key_id().begin(), env->signer_key_id().end(), signer.begin());
+  auto key = gateway_->user_key(signer);
+  if (!key) return std::nullopt;
+  return Preverify{std::move(*env), std::move(*key), gateway_->policy().user_algorithms,
+                   &verified_};
 }
 
 Status InstrumentService::recover() {

@@ -111,6 +111,20 @@ class InstrumentService {
   // executes an authorized command and returns the answer to send. Only while no
   // group is being written (it uses the database).
   Bytes finish(Turn turn, UnixTime clock, bool durable);
+  // Verifying a command's signature ahead, on another thread, while this loop
+  // does other work (the gateway then skips that check: VerifiedSignatures).
+  // preverify() picks out a command from a known user (on the loop's thread);
+  // run() may then run on any thread. Nothing else: a miss only means the
+  // gateway verifies the request itself.
+  struct Preverify {
+    v1::Signed envelope;
+    crypto::PublicKey key;
+    AlgorithmPolicy policy;
+    VerifiedSignatures* into = nullptr;
+    void run() { (void)into->verify(envelope, v1::Signed::TYPE_COMMAND_REQUEST, key, policy); }
+  };
+  std::optional<Preverify> preverify(ByteView host_message) const;
+
   // After a failed group: reloads the gateway from the database (dropping all it
   // decided since the last durable group). ERROR_STORAGE if that fails too (then
   // every command keeps failing with ERROR_STORAGE until a later recover()).
@@ -156,6 +170,8 @@ class InstrumentService {
   SqliteStore& store_;
   GatewaySetup setup_;
   GroupCommitStorage group_;
+  // Before gateway_: the gateway points at it.
+  mutable VerifiedSignatures verified_;
   std::optional<Gateway> gateway_;
   const crypto::PrivateKey& device_key_;
   std::string firmware_version_;

@@ -10,12 +10,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/json.hpp>
 #include <condition_variable>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <iomanip>
+#include <latch>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -347,11 +350,13 @@ double seconds_now(Timebase tb) {
 // out exactly the nonce a later pre-signed request carries.
 //
 // group > 1: the instrument's group commit as its Server runs it with `group`
-// busy hosts on as many links (instrument/server.hpp): the requests of a group
-// are decided (verify, charge: staged in memory) while the previous group is
-// written by a writer thread (GroupCommitStorage seal / write / finish: one
-// transaction, one fsync); when that write completes, the previous group's
-// responses are recorded and this group is sealed and handed to the writer.
+// busy hosts on as many links (instrument/server.hpp): the signatures of the
+// next group are verified on verifier threads (one per core;
+// VerifiedSignatures) while the requests of this group are decided (charge:
+// staged in memory) and the previous group is written by a writer thread
+// (GroupCommitStorage seal / write / finish: one transaction, one fsync); when
+// that write completes, the previous group's responses are recorded and this
+// group is sealed and handed to the writer.
 // Every op waits for nothing it need not; each batch ends with its last group
 // written (so every decision counted is durable). There are `group` nonces in
 // flight; request i carries the nonce decision i - group handed out (the
@@ -388,6 +393,7 @@ class Device {
       must(gw_->flush(kNow), "flush");
       must(grouped_->sync(), "sync");
       writer_ = std::thread([this] { write_loop(); });
+      gw_->use_verified_signatures(&verified_);
     }
     response_.assign(80 + p.user.public_key().bits() / 8, 0x5A);
   }
@@ -427,6 +433,12 @@ class Device {
       if (!gw_->complete_request(d.key, response_)) fail("complete_request");
       return;
     }
+    const std::size_t ops = batch_.size() / group_size_;
+    if (i == 0) verify_ahead(0);
+    verifying_->wait();
+    // The verifier threads check the next group while this one is decided and
+    // the previous one written, as the server's are while its loop is busy.
+    if (i + 1 < ops) verify_ahead(i + 1);
     std::vector<Decision> group;
     for (std::size_t k = 0; k < group_size_; ++k) {
       group.push_back(authorize(batch_[i * group_size_ + k]));
@@ -434,7 +446,10 @@ class Device {
     drain();  // the previous group's write, then its responses
     writing_ = std::move(group);
     start_write();
-    if (i + 1 == batch_.size() / group_size_) drain();
+    if (i + 1 == ops) {
+      drain();
+      verifying_.reset();
+    }
   }
 
  private:
@@ -442,6 +457,29 @@ class Device {
     std::uint64_t v = 0;
     for (std::size_t k = kNonceSize - 8; k < kNonceSize; ++k) v = (v << 8) | nonce[k];
     return v;
+  }
+
+  // Verifies the signatures of op i's requests on the verifier threads
+  // (VerifiedSignatures: the gateway then skips them).
+  void verify_ahead(std::size_t i) {
+    if (verifying_) verifying_->wait();
+    verifying_ = std::make_unique<std::latch>(static_cast<std::ptrdiff_t>(group_size_));
+    for (std::size_t k = 0; k < group_size_; ++k) {
+      auto env = parse_signed(batch_[i * group_size_ + k]);
+      if (!env) fail("parse_signed");
+      crypto::KeyId signer{};
+      std::copy(env->signer_key_id().begin(), env->signer_key_id().end(), signer.begin());
+      auto key = gw_->user_key(signer);
+      if (!key) fail("no user key");
+      boost::asio::post(verifiers_, [this, env = std::move(*env), key = std::move(*key),
+                                     latch = verifying_.get()] {
+        if (!verified_.verify(env, v1::Signed::TYPE_COMMAND_REQUEST, key,
+                              gw_->policy().user_algorithms)) {
+          std::abort();  // the bench signs only valid requests
+        }
+        latch->count_down();
+      });
+    }
   }
 
   // Hands what is staged to the writer thread.
@@ -517,6 +555,9 @@ class Device {
   std::optional<GroupCommitStorage::Sealed> job_;
   std::optional<Status> written_;
   bool quit_ = false;
+  VerifiedSignatures verified_;
+  boost::asio::thread_pool verifiers_{std::max(1u, std::thread::hardware_concurrency())};
+  std::unique_ptr<std::latch> verifying_;
   std::thread writer_;
 };
 
