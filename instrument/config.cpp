@@ -114,10 +114,11 @@ std::variant<InstrumentConfig, ConfigError> parse_config(const std::string& text
     r.integer(*t, "policy.", "idempotency_cache_size", 1, 100'000, p.idempotency_cache_size);
   }
   if (const auto* t = section("link")) {
-    r.only(*t, "link", {"send_timeout_ms", "idle_flush_ms"});
+    r.only(*t, "link", {"send_timeout_ms", "idle_flush_ms", "verifier_threads"});
     std::int64_t send_ms = c.send_timeout.count(), idle_ms = c.idle_flush.count();
     r.integer(*t, "link.", "send_timeout_ms", 10, 600'000, send_ms);
     r.integer(*t, "link.", "idle_flush_ms", 10, 600'000, idle_ms);
+    r.integer(*t, "link.", "verifier_threads", -1, 64, c.verifier_threads);
     c.send_timeout = std::chrono::milliseconds(send_ms);
     c.idle_flush = std::chrono::milliseconds(idle_ms);
   }

@@ -23,6 +23,7 @@
 //   [link]
 //   send_timeout_ms = 5000            # a reply not sent by then is dropped (logged)
 //   idle_flush_ms = 1000              # commit pending responses/audit events when idle
+//   verifier_threads = -1             # verify signatures ahead while busy: -1 one per core, 0 off
 #pragma once
 
 #include <chrono>
@@ -44,6 +45,7 @@ struct InstrumentConfig {
   DevicePolicy policy;
   std::chrono::milliseconds send_timeout{5000};
   std::chrono::milliseconds idle_flush{1000};
+  int verifier_threads = -1;  // -1: one per core (ServerOptions::verifier_threads)
 };
 
 struct ConfigError {

@@ -106,6 +106,9 @@ int cmd_run(const std::string& state, const std::vector<std::string>& links,
   options.backoff = config.backoff;
   options.send_timeout = config.send_timeout;
   options.idle_flush = config.idle_flush;
+  if (config.verifier_threads >= 0) {
+    options.verifier_threads = static_cast<unsigned>(config.verifier_threads);
+  }
   options.log = [](const std::string& line) {
     std::cerr << "tollgate-instrument: " << line << std::endl;
   };

@@ -33,6 +33,7 @@ TEST_CASE("an empty configuration keeps every default") {
   CHECK(c.backoff.initial_us == 50'000);
   CHECK(c.backoff.max_us == 2'000'000);
   CHECK(c.policy.nonce_lifetime_seconds == 120);
+  CHECK(c.verifier_threads == -1);
 }
 
 TEST_CASE("every documented key is read with its unit") {
@@ -56,6 +57,7 @@ idempotency_cache_size = 16
 [link]
 send_timeout_ms = 250
 idle_flush_ms = 100
+verifier_threads = 0
 )");
   CHECK(c.firmware_version == "sim 9");
   CHECK(c.clock_source == "file:/tmp/clock");
@@ -72,6 +74,7 @@ idle_flush_ms = 100
   CHECK(c.policy.idempotency_cache_size == 16);
   CHECK(c.send_timeout.count() == 250);
   CHECK(c.idle_flush.count() == 100);
+  CHECK(c.verifier_threads == 0);
 }
 
 TEST_CASE("a misspelt key, a wrong type or a value out of range is an error naming the key") {
