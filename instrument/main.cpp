@@ -123,7 +123,9 @@ int cmd_run(const std::string& state, const std::vector<std::string>& links,
   std::cout << "ready" << std::endl;
   io.run();
   std::cerr << "tollgate-instrument: stopped (" << service.stats().messages << " messages, "
-            << service.stats().executions << " executions)" << std::endl;
+            << service.stats().executions << " executions; " << server.groups_written()
+            << " group writes for " << server.messages_in_groups() << " messages, "
+            << server.preverified() << " signatures verified ahead)" << std::endl;
   return 0;
 }
 

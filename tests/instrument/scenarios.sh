@@ -2,7 +2,7 @@
 # The white paper's scenarios through the CLIs, against real tollgate-instrument
 # processes on the virtual CAN bus (tollgate-bus hub, 500 kbit/s airtime), driven
 # by tollgate-host and tollgate-keys: initial interaction, typical use,
-# exhaustion by uses, exhaustion by time, revocation. Each scenario gets its own
+# exhaustion by uses, exhaustion by time, revocation, several PCs at once. Each scenario gets its own
 # instrument and PC and prints one PASS/FAIL line; the script exits 1 on any FAIL.
 # Env: TOLLGATE_BIN_DIR (set by ctest), TOLLGATE_SOURCE_DIR (default: this checkout).
 set -u
@@ -262,6 +262,64 @@ revocation() {
     story_run "$alice" "$HOST_LINK" run-assay --protocol elisa --sample S4 || return 1
 }
 
+# Several PCs on their own links at once (a lab's shared instrument): every
+# command runs exactly once and is charged once, whatever the instrument groups
+# into one write (docs/PROTOCOL.md "Group commit"); the audit chain holds.
+several_pcs() {
+  local pcs=4 runs=5 k r base
+  DEV=5c3e0000-0000-4000-8000-000000000006
+  STATE=$WORK/instrument6
+  step story_provision "$STATE" "$DEV" || return 1
+  local device_links=() host_links=()
+  for k in $(seq 1 $pcs); do
+    base=$((0x700 + k * 0x10))
+    device_links+=(--link "$(story_vbus_device "$SOCK" $base)")
+    host_links+=("$(story_vbus_host "$SOCK" $base)")
+  done
+  story_start_instrument "$STATE.log" "$STATE" "${device_links[@]}" || return 1
+  local user
+  for k in $(seq 1 $pcs); do
+    # A user of their own per PC: a user's tokens are one pool on the device.
+    user=0b7e3a52-2f0d-4c47-9d6a-7b1c8e9f0b0$k
+    step story_user "$WORK/template-$user" "$user" || return 1
+    HOST_LINK=${host_links[$((k - 1))]}
+    pc "s6-pc$k" "$user" || return 1
+    step story_mint "$WORK/s6-tok$k.bin" cloud 7 "$DEV" "$user" "$PC.pub" $runs 7d || return 1
+    step story_host "$PC" authorizations import "$WORK/auth7.bin" || return 1
+    step story_host "$PC" tokens import "$WORK/s6-tok$k.bin" || return 1
+  done
+  # The first command of each PC installs the authorization and offers its token;
+  # then all PCs send at once.
+  : >"$WORK/s6-failures"
+  local pids=()
+  for k in $(seq 1 $pcs); do
+    (
+      for r in $(seq 1 $runs); do
+        "$HOSTPC" --home "$WORK/s6-pc$k" run --link "${host_links[$((k - 1))]}" \
+          --passphrase-file "$STORY_PASSPHRASE_FILE" run-assay --protocol elisa \
+          --sample "P${k}R$r" >"$WORK/s6-out$k-$r" 2>"$WORK/s6-err$k-$r" ||
+          echo "PC $k run $r: exit $?" >>"$WORK/s6-failures"
+      done
+    ) &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  holds "all $((pcs * runs)) commands of $pcs PCs at once succeeded" [ ! -s "$WORK/s6-failures" ] ||
+    { cat "$WORK/s6-failures" && return 1; }
+  for k in $(seq 1 $pcs); do
+    holds "PC $k spent its $runs uses" grep -qx "uses left: 0" "$WORK/s6-out$k-$runs" || return 1
+  done
+  story_stop "$INSTRUMENT_PID"
+  INSTRUMENT_PID=
+  grep -o 'stopped (.*)' "$STATE.log" | sed 's/^/  /'
+  check "the audit chain verifies" 0 "" "$INSTRUMENT" audit --state "$STATE" --verify || return 1
+  holds "$((pcs * runs)) executions in the audit log" \
+    [ "$(grep -c ' execution accepted' "$STORY_OUT")" = $((pcs * runs)) ] || return 1
+  holds "$((pcs * runs)) charges of one use in the audit log" \
+    [ "$(grep -c ' command accepted command=run-assay.* charged=1' "$STORY_OUT")" = $((pcs * runs)) ] ||
+    return 1
+}
+
 # ------------------------------------------------------------------ main
 
 setup() {
@@ -282,6 +340,7 @@ scenario "typical use: front-loaded tokens, automatic offers" typical_use
 scenario "exhaustion by uses" exhaustion_by_uses
 scenario "exhaustion by time" exhaustion_by_time
 scenario "revocation of a leaked cloud key" revocation
+scenario "several PCs on their own links at once" several_pcs
 
 if [ $failures -ne 0 ]; then
   echo "scenarios: $failures scenario(s) failed"
