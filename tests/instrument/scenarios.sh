@@ -2,8 +2,9 @@
 # The white paper's scenarios through the CLIs, against real tollgate-instrument
 # processes on the virtual CAN bus (tollgate-bus hub, 500 kbit/s airtime), driven
 # by tollgate-host and tollgate-keys: initial interaction, typical use,
-# exhaustion by uses, exhaustion by time, revocation, several PCs at once. Each scenario gets its own
-# instrument and PC and prints one PASS/FAIL line; the script exits 1 on any FAIL.
+# exhaustion by uses, exhaustion by time, revocation, several PCs at once. Each
+# scenario gets its own instrument and PCs and prints one PASS/FAIL line; the
+# script exits 1 on any FAIL.
 # Env: TOLLGATE_BIN_DIR (set by ctest), TOLLGATE_SOURCE_DIR (default: this checkout).
 set -u
 : "${TOLLGATE_BIN_DIR:?run through ctest, or set TOLLGATE_BIN_DIR=build/<preset>/bin}"
