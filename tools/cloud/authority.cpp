@@ -3,8 +3,10 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <limits>
 #include <set>
+#include <type_traits>
 
 #include "gateway/signed.hpp"
 #include "instrument/audit.hpp"
@@ -129,12 +131,52 @@ crypto::PublicKey parse_user_key(ByteView der) {
   return std::move(key).value();
 }
 
-json::object token_json(const IssuanceRecord& r, ByteView signed_bytes) {
-  return json::object{{"token_id", uuid_to_string(r.token_id)},
-                      {"token", base64_encode(signed_bytes)},
-                      {"uses", r.uses},
-                      {"issued_at", r.issued_at},
-                      {"expires_at", r.expires_at}};
+// Random bytes for token ids, drawn from the CSPRNG 4 KiB at a time per thread:
+// one RAND_bytes call per 16-byte id cost more than the rest of the id. (This
+// program never forks; a forked child would repeat ids, which the issuances
+// primary key refuses.)
+void fill_random(std::uint8_t* out, std::size_t n) {
+  thread_local Bytes pool;
+  thread_local std::size_t used = 0;
+  if (pool.size() - used < n) {
+    pool = crypto::random_bytes(4096);
+    used = 0;
+  }
+  std::copy_n(pool.begin() + static_cast<std::ptrdiff_t>(used), n, out);
+  // Handed-out bytes do not stay behind in the pool.
+  std::fill_n(pool.begin() + static_cast<std::ptrdiff_t>(used), n, std::uint8_t{0});
+  used += n;
+}
+
+// A token id is a UUIDv7 (RFC 9562, 5.7): 48 bits of Unix milliseconds, then
+// 74 random bits. Ids in time order keep the issuances index's inserts on its
+// last page, so a group commit writes that one page instead of one random
+// page per token (less WAL written and fsync'd per mint). The millisecond
+// tells a token holder nothing issued_at does not; uniqueness rests on the
+// random bits, as before. Tokens made elsewhere may carry any id.
+Bytes new_token_id() {
+  Bytes id(16);
+  fill_random(id.data(), id.size());
+  const auto ms =
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count());
+  for (std::size_t i = 0; i < 6; ++i) {
+    id[i] = static_cast<std::uint8_t>(ms >> (40 - 8 * i));
+  }
+  id[6] = static_cast<std::uint8_t>((id[6] & 0x0f) | 0x70);  // version 7
+  id[8] = static_cast<std::uint8_t>((id[8] & 0x3f) | 0x80);  // RFC 9562 variant
+  return id;
+}
+
+json::object token_json(const IssuanceRecord& r, ByteView signed_bytes,
+                        const json::storage_ptr& sp) {
+  return json::object({{"token_id", uuid_to_string(r.token_id)},
+                       {"token", base64_encode(signed_bytes)},
+                       {"uses", r.uses},
+                       {"issued_at", r.issued_at},
+                       {"expires_at", r.expires_at}},
+                      sp);
 }
 
 }  // namespace
@@ -152,6 +194,55 @@ struct Authority::Context {
   UnixTime now;
   json::object body;               // POST only
   std::optional<UserRecord> user;  // set once authenticated
+  // store_.change_version() read before this request's first cached read.
+  std::optional<std::uint64_t> version;
+};
+
+struct Authority::SessionView {
+  SessionRecord session;
+  std::optional<UserRecord> user;  // absent: the session's user is gone
+};
+
+// The stored authorization, parsed; `usable` when it vouches for our key (its
+// validity period is still checked against each request's time).
+struct Authority::AuthorizationView {
+  Bytes bytes;
+  bool usable = false;
+  v1::CloudKeyAuthorization auth;
+};
+
+// What a token request reads before it signs: the session and its user, the
+// entitlement's terms, the device, the user's keys, the parsed authorization.
+// Every entry belongs to one change_version() value; a request that reads a
+// newer value empties the cache, and a miss is filled only while the cache
+// still holds the value the request read BEFORE its lookup, so an entry is
+// never older than the version it is filed under. A change by any process is
+// therefore seen by every request that starts after it committed, exactly as
+// without the cache. Only present rows are cached, so e.g. a new session
+// (which does not move the version) is simply a miss. The entitlement's
+// balance is NOT current here: the store's guard reserves from the row itself.
+struct Authority::ReadCache {
+  static constexpr std::size_t kMaxEntries = 4096;  // per table; a full table is emptied
+  std::mutex mu;
+  std::uint64_t version = 0;
+  std::unordered_map<std::string, std::shared_ptr<const SessionView>> sessions;
+  std::unordered_map<std::string, std::shared_ptr<const EntitlementRecord>> entitlements;
+  std::unordered_map<std::string, std::shared_ptr<const DeviceRecord>> devices;
+  std::unordered_map<std::string, std::shared_ptr<const std::vector<UserKeyRecord>>> keys;
+  std::unordered_map<std::string, std::shared_ptr<const AuthorizationView>> authorization;
+  // Also without a version: parsing is skipped while the stored bytes are unchanged.
+  std::shared_ptr<const AuthorizationView> last_parsed;
+
+  // Under mu: moves to `v` if it is newer, forgetting everything.
+  void observe(std::uint64_t v) {
+    if (v <= version) return;
+    version = v;
+    sessions.clear();
+    entitlements.clear();
+    devices.clear();
+    keys.clear();
+    authorization.clear();
+  }
 };
 
 Authority::Authority(CloudStore& store, crypto::PrivateKey cloud_key, Clock clock,
@@ -160,7 +251,74 @@ Authority::Authority(CloudStore& store, crypto::PrivateKey cloud_key, Clock cloc
       cloud_key_(std::move(cloud_key)),
       clock_(std::move(clock)),
       options_(options),
-      dummy_hash_(hash_password("tollgate-dummy", options.argon2)) {}
+      dummy_hash_(hash_password("tollgate-dummy", options.argon2)),
+      cache_(std::make_unique<ReadCache>()) {}
+
+Authority::~Authority() = default;
+
+template <class T, class Load>
+std::shared_ptr<const T> Authority::cached(
+    std::unordered_map<std::string, std::shared_ptr<const T>>& table, const std::string& key,
+    std::optional<std::uint64_t> version, Load load) {
+  if (version) {
+    std::lock_guard lock(cache_->mu);
+    cache_->observe(*version);
+    if (cache_->version == *version) {
+      if (auto it = table.find(key); it != table.end()) return it->second;
+    }
+  }
+  auto loaded = load();
+  if (!loaded) return nullptr;
+  std::shared_ptr<const T> value;
+  if constexpr (std::is_same_v<decltype(loaded), std::shared_ptr<const T>>) {
+    value = std::move(loaded);
+  } else {
+    value = std::make_shared<const T>(std::move(*loaded));
+  }
+  if (version) {
+    std::lock_guard lock(cache_->mu);
+    cache_->observe(*version);
+    if (cache_->version == *version) {
+      if (table.size() >= ReadCache::kMaxEntries) table.clear();
+      table[key] = value;
+    }
+  }
+  return value;
+}
+
+std::shared_ptr<const Authority::SessionView> Authority::session_view(
+    ByteView secret_hash, std::optional<std::uint64_t> version) {
+  return cached(cache_->sessions, str(secret_hash), version, [&]() -> std::optional<SessionView> {
+    auto s = store_.session(secret_hash);
+    if (!s) return std::nullopt;
+    auto user = store_.user_by_id(s->user_id);
+    return SessionView{std::move(*s), std::move(user)};
+  });
+}
+
+std::shared_ptr<const Authority::AuthorizationView> Authority::authorization_view(
+    std::optional<std::uint64_t> version) {
+  return cached(cache_->authorization, std::string(), version,
+                [&]() -> std::shared_ptr<const AuthorizationView> {
+                  auto bytes = store_.authorization();
+                  if (!bytes) return std::make_shared<const AuthorizationView>();
+                  {
+                    std::lock_guard lock(cache_->mu);
+                    if (cache_->last_parsed && cache_->last_parsed->bytes == *bytes) {
+                      return cache_->last_parsed;
+                    }
+                  }
+                  auto view = std::make_shared<AuthorizationView>();
+                  view->bytes = *bytes;
+                  auto parsed = parse_signed(*bytes);
+                  view->usable =
+                      parsed && view->auth.ParseFromString(parsed->body()) &&
+                      view->auth.cloud_public_key() == str(cloud_key_.public_key().spki_der());
+                  std::lock_guard lock(cache_->mu);
+                  cache_->last_parsed = view;
+                  return view;
+                });
+}
 
 ApiResponse Authority::handle(const ApiRequest& request) {
   try {
@@ -177,7 +335,7 @@ ApiResponse Authority::handle(const ApiRequest& request) {
 
 ApiResponse Authority::route(const ApiRequest& r) {
   std::string path = r.target.substr(0, r.target.find('?'));
-  Context c{r, clock_(), {}, std::nullopt};
+  Context c{r, clock_(), {}, std::nullopt, std::nullopt};
 
   struct Route {
     std::string_view method;
@@ -238,10 +396,13 @@ ApiResponse Authority::route(const ApiRequest& r) {
     auto secret = from_hex(h.substr(kBearer.size()));
     if (!secret || secret->size() != 32) fail(401, "invalid_session", "unknown session");
     auto hash = crypto::sha256(*secret);
-    auto s = store_.session(ByteView(hash));
+    c.version = store_.change_version();
+    auto s = session_view(ByteView(hash), c.version);
     if (!s) fail(401, "invalid_session", "unknown session (log in again)");
-    if (c.now >= s->expires_at) fail(401, "session_expired", "the session expired; log in again");
-    c.user = store_.user_by_id(s->user_id);
+    if (c.now >= s->session.expires_at) {
+      fail(401, "session_expired", "the session expired; log in again");
+    }
+    c.user = s->user;
     if (!c.user || c.user->revoked) fail(401, "invalid_session", "unknown session");
   }
   if (device_path) return get_device(c, device_id);
@@ -353,12 +514,18 @@ ApiResponse Authority::mint(const Context& c) {
   }
 
   // Unknown devices and other users' devices look the same: no enumeration.
-  auto ent = store_.entitlement(c.user->id, device_id);
-  if (!ent || !store_.device(device_id)) {
+  const std::string device_key = str(device_id);
+  auto ent = cached(cache_->entitlements, user_key + device_key, c.version,
+                    [&] { return store_.entitlement(c.user->id, device_id); });
+  if (!ent ||
+      !cached(cache_->devices, device_key, c.version, [&] { return store_.device(device_id); })) {
     fail(403, "not_entitled", "you hold no entitlement for this device");
   }
 
-  auto keys = store_.user_keys(c.user->id);
+  const auto keys_ptr = cached(cache_->keys, user_key, c.version, [&] {
+    return std::optional<std::vector<UserKeyRecord>>(store_.user_keys(c.user->id));
+  });
+  const std::vector<UserKeyRecord>& keys = *keys_ptr;
   if (keys.empty()) fail(409, "no_enrolled_key", "enroll a public key before requesting tokens");
   const UserKeyRecord* key = &keys.back();
   if (key_id) {
@@ -369,12 +536,10 @@ ApiResponse Authority::mint(const Context& c) {
   }
 
   // The authorization the tokens are minted under: it must vouch for our key, now.
-  auto auth_bytes = store_.authorization();
-  v1::CloudKeyAuthorization auth;
+  const auto auth_view = authorization_view(c.version);
+  const v1::CloudKeyAuthorization& auth = auth_view->auth;
   {
-    auto parsed = auth_bytes ? parse_signed(*auth_bytes) : Result<v1::Signed>(v1::ERROR_MALFORMED);
-    if (!parsed || !auth.ParseFromString(parsed->body()) ||
-        auth.cloud_public_key() != str(cloud_key_.public_key().spki_der())) {
+    if (!auth_view->usable) {
       fail(503, "no_authorization", "the authority has no authorization for its signing key");
     }
     if (c.now < auth.not_before() || c.now >= auth.not_after()) {
@@ -418,9 +583,7 @@ ApiResponse Authority::mint(const Context& c) {
   std::vector<Bytes> signed_tokens;
   for (std::uint32_t i = 0; i < count; ++i) {
     IssuanceRecord r;
-    r.token_id = crypto::random_bytes(16);
-    r.token_id[6] = static_cast<std::uint8_t>((r.token_id[6] & 0x0f) | 0x40);  // UUID v4
-    r.token_id[8] = static_cast<std::uint8_t>((r.token_id[8] & 0x3f) | 0x80);
+    r.token_id = new_token_id();
     r.user_id = c.user->id;
     r.device_id = device_id;
     r.user_key_id = key->key_id;
@@ -458,11 +621,20 @@ ApiResponse Authority::mint(const Context& c) {
           402, "insufficient_balance",
           "the prepaid balance does not cover " + std::to_string(uint64_t{uses} * count) + " uses");
   }
-  json::array tokens;
+  // The answer is built in one arena (a stack buffer, the heap beyond it).
+  unsigned char arena[8192];
+  json::monotonic_resource mr(arena, sizeof arena);
+  const json::storage_ptr sp(&mr);
+  json::array tokens(sp);
+  tokens.reserve(records.size());
   for (std::size_t i = 0; i < records.size(); ++i) {
-    tokens.push_back(token_json(records[i], signed_tokens[i]));
+    tokens.push_back(token_json(records[i], signed_tokens[i], sp));
   }
-  return json_response(200, json::object{{"authorization_id", auth.id()}, {"tokens", tokens}});
+  json::object answer(sp);
+  answer.reserve(2);
+  answer.emplace("authorization_id", auth.id());
+  answer.emplace("tokens", std::move(tokens));
+  return json_response(200, answer);
 }
 
 ApiResponse Authority::get_authorization(const Context&) {

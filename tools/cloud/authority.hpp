@@ -16,8 +16,10 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <semaphore>
 #include <string>
+#include <unordered_map>
 
 #include "gateway/crypto.hpp"
 #include "tools/cloud/password.hpp"
@@ -65,6 +67,9 @@ class Authority {
   // vouches for (checked at each mint, 503 "no_authorization" otherwise).
   Authority(CloudStore& store, crypto::PrivateKey cloud_key, Clock clock,
             AuthorityOptions options = {});
+  ~Authority();
+  Authority(const Authority&) = delete;
+  Authority& operator=(const Authority&) = delete;
 
   ApiResponse handle(const ApiRequest& request);
 
@@ -72,6 +77,9 @@ class Authority {
 
  private:
   struct Context;
+  struct ReadCache;
+  struct SessionView;
+  struct AuthorizationView;
   ApiResponse route(const ApiRequest& request);
   ApiResponse login(const Context& c);
   ApiResponse enroll_challenge(const Context& c);
@@ -87,6 +95,17 @@ class Authority {
              const std::string& key, std::uint32_t limit, UnixTime now, bool count);
   void count_failure(const std::string& user, UnixTime now);
 
+  // Reads through the cache (see ReadCache in authority.cpp) under the
+  // request's change_version; `load` runs on a miss and returns an optional
+  // or a pointer, null meaning "absent" (never cached).
+  template <class T, class Load>
+  std::shared_ptr<const T> cached(std::unordered_map<std::string, std::shared_ptr<const T>>& table,
+                                  const std::string& key, std::optional<std::uint64_t> version,
+                                  Load load);
+  std::shared_ptr<const SessionView> session_view(ByteView secret_hash,
+                                                  std::optional<std::uint64_t> version);
+  std::shared_ptr<const AuthorizationView> authorization_view(std::optional<std::uint64_t> version);
+
   CloudStore& store_;
   crypto::PrivateKey cloud_key_;
   Clock clock_;
@@ -97,6 +116,7 @@ class Authority {
   std::mutex limits_mu_;
   std::map<std::string, std::pair<UnixTime, std::uint32_t>> mint_window_;
   std::map<std::string, std::pair<UnixTime, std::uint32_t>> login_failures_;
+  std::unique_ptr<ReadCache> cache_;
 };
 
 }  // namespace tollgate::cloud

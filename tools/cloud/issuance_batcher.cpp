@@ -10,28 +10,38 @@ IssueOutcome IssuanceBatcher::submit(const std::vector<IssuanceRecord>& tokens,
       throw StoreError("mixed issuance batch");
     }
   }
-  Pending me;
-  me.tokens = &tokens;
-  me.guard = &guard;
+  auto me = std::make_shared<Pending>();
+  me->tokens = &tokens;
+  me->guard = &guard;
   std::unique_lock lk(mu_);
-  queue_.push_back(&me);
-  while (!me.done) {
+  queue_.push_back(me);
+  while (!me->done) {
     if (leader_active_) {
-      cv_.wait(lk);
+      me->wake.wait(lk);
       continue;
     }
     leader_active_ = true;
-    std::vector<Pending*> batch;
+    std::vector<std::shared_ptr<Pending>> batch;
     batch.swap(queue_);
     lk.unlock();
-    commit(batch);
+    std::vector<Pending*> members;
+    members.reserve(batch.size());
+    for (const auto& p : batch) members.push_back(p.get());
+    commit(members);
     lk.lock();
-    for (Pending* p : batch) p->done = true;
+    for (const auto& p : batch) p->done = true;
     leader_active_ = false;
-    cv_.notify_all();
+    // Whoever queued meanwhile needs a leader: the oldest one leads next.
+    std::shared_ptr<Pending> next = queue_.empty() ? nullptr : queue_.front();
+    lk.unlock();
+    for (const auto& p : batch) {
+      if (p != me) p->wake.notify_one();
+    }
+    if (next) next->wake.notify_one();
+    lk.lock();
   }
-  if (me.error) std::rethrow_exception(me.error);
-  return me.outcome;
+  if (me->error) std::rethrow_exception(me->error);
+  return me->outcome;
 }
 
 }  // namespace tollgate::cloud

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -23,6 +24,9 @@ class IssuanceBatcher {
     IssueOutcome outcome = IssueOutcome::kRecorded;
     std::exception_ptr error;
     bool done = false;
+    // Its own wake-up: a finished batch wakes only its members (and the next
+    // leader), not every caller queued behind it.
+    std::condition_variable wake;
   };
   // Commits a batch: sets each request's outcome, or its error (a failed
   // commit sets every request's error). Must not throw.
@@ -35,8 +39,9 @@ class IssuanceBatcher {
 
  private:
   std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Pending*> queue_;
+  // Shared with the leader, which wakes a batch after letting go of mu_ (so
+  // the woken do not block on it) while the woken may already have returned.
+  std::vector<std::shared_ptr<Pending>> queue_;
   bool leader_active_ = false;
 };
 

@@ -55,6 +55,31 @@ CREATE INDEX IF NOT EXISTS issuances_pair ON issuances(user_id, device_id, expir
 CREATE TABLE IF NOT EXISTS receipt_heads (
   device_id BYTEA PRIMARY KEY, seq BIGINT NOT NULL, hash BYTEA NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS change_version (
+  id INTEGER PRIMARY KEY CHECK (id = 1), n BIGINT NOT NULL);
+INSERT INTO change_version(id, n) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+)sql";
+
+// change_version() is kept by row triggers, so writers that know nothing of
+// it (another process, psql) still move it. Mints change only issuances and
+// entitlement balances, which fire none of these. Created once (CREATE
+// TRIGGER locks its table, so it is not repeated on every open).
+const char* const kChangeTriggers = R"sql(
+CREATE OR REPLACE FUNCTION tollgate_bump_change_version() RETURNS trigger
+  LANGUAGE plpgsql AS $$ BEGIN UPDATE change_version SET n = n + 1 WHERE id = 1; RETURN NULL; END $$;
+CREATE TRIGGER cv_users AFTER INSERT OR UPDATE OR DELETE ON users
+  FOR EACH ROW EXECUTE FUNCTION tollgate_bump_change_version();
+CREATE TRIGGER cv_sessions AFTER UPDATE OR DELETE ON sessions
+  FOR EACH ROW EXECUTE FUNCTION tollgate_bump_change_version();
+CREATE TRIGGER cv_user_keys AFTER INSERT OR UPDATE OR DELETE ON user_keys
+  FOR EACH ROW EXECUTE FUNCTION tollgate_bump_change_version();
+CREATE TRIGGER cv_devices AFTER INSERT OR UPDATE OR DELETE ON devices
+  FOR EACH ROW EXECUTE FUNCTION tollgate_bump_change_version();
+CREATE TRIGGER cv_entitlements AFTER INSERT OR DELETE OR UPDATE OF
+  user_id, device_id, model, window_start, window_end, uses_per_token, max_outstanding, price, paid
+  ON entitlements FOR EACH ROW EXECUTE FUNCTION tollgate_bump_change_version();
+CREATE TRIGGER cv_meta AFTER INSERT OR UPDATE OR DELETE ON meta
+  FOR EACH ROW EXECUTE FUNCTION tollgate_bump_change_version();
 )sql";
 
 // A failed statement, with its SQLSTATE so the transaction loop can tell a
@@ -304,6 +329,10 @@ PgCloudStore::PgCloudStore(const std::string& url, std::size_t pool_size)
     c.exec("BEGIN");
     c.q("SELECT pg_advisory_xact_lock($1)", kSchemaLockKey);
     c.exec(kSchema);
+    if (c.q("SELECT 1 FROM pg_trigger WHERE tgname = 'cv_users' AND tgrelid = 'users'::regclass")
+            .empty()) {
+      c.exec(kChangeTriggers);
+    }
     auto v = c.q("SELECT value FROM meta WHERE key = 'schema_version'");
     if (!v.empty()) {
       const std::string text = v.text(0, 0);
@@ -645,6 +674,13 @@ std::optional<Bytes> PgCloudStore::authorization() {
   auto r = c->q("SELECT value FROM meta WHERE key = 'authorization'");
   if (r.empty()) return std::nullopt;
   return r.blob(0, 0);
+}
+
+std::optional<std::uint64_t> PgCloudStore::change_version() {
+  Lease c(*this);
+  auto r = c->q("SELECT n FROM change_version WHERE id = 1");
+  if (r.empty()) throw StoreError("postgresql: the change_version row is missing");
+  return r.u64(0, 0);
 }
 
 ReceiptHead PgCloudStore::receipt_head(ByteView device_id) {

@@ -16,7 +16,8 @@
 //
 // The schema is created on first open (under an advisory lock, so processes
 // opening an empty database together do not race) and carries a version;
-// a database with a newer schema than this build is refused.
+// a database with a newer schema than this build is refused. Row triggers in
+// the database keep change_version() (see store.hpp), whoever writes.
 //
 // Thread safety: safe to call from several threads; each call borrows one
 // connection of the pool for the whole transaction.
@@ -87,6 +88,8 @@ class PgCloudStore final : public CloudStore {
 
   std::vector<UsageRow> usage() override;
   StoreCounts counts() override;
+
+  std::optional<std::uint64_t> change_version() override;
 
   class Conn;  // one libpq connection (pg_store.cpp)
 

@@ -61,17 +61,74 @@ CREATE INDEX IF NOT EXISTS issuances_pair ON issuances(user_id, device_id, expir
 CREATE TABLE IF NOT EXISTS receipt_heads (
   device_id BLOB PRIMARY KEY, seq INTEGER NOT NULL, hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS change_version (
+  id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
+INSERT OR IGNORE INTO change_version(id, n) VALUES (1, 0);
+)sql";
+
+// change_version() is kept by triggers, so writers that know nothing of it
+// (another process, an older build, the sqlite3 shell) still move it. Mints
+// change only issuances and entitlement balances, which fire none of these.
+const char* const kChangeTriggers = R"sql(
+CREATE TRIGGER IF NOT EXISTS cv_users_i AFTER INSERT ON users
+  BEGIN UPDATE change_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS cv_users_u AFTER UPDATE ON users
+  BEGIN UPDATE change_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS cv_users_d AFTER DELETE ON users
+  BEGIN UPDATE change_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS cv_sessions_u AFTER UPDATE ON sessions
+  BEGIN UPDATE change_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS cv_sessions_d AFTER DELETE ON sessions
+  BEGIN UPDATE change_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS cv_user_keys_i AFTER INSERT ON user_keys
+  BEGIN UPDATE change_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS cv_user_keys_u AFTER UPDATE ON user_keys
+  BEGIN UPDATE change_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS cv_user_keys_d AFTER DELETE ON user_keys
+  BEGIN UPDATE change_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS cv_devices_i AFTER INSERT ON devices
+  BEGIN UPDATE change_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS cv_devices_u AFTER UPDATE ON devices
+  BEGIN UPDATE change_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS cv_devices_d AFTER DELETE ON devices
+  BEGIN UPDATE change_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS cv_entitlements_i AFTER INSERT ON entitlements
+  BEGIN UPDATE change_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS cv_entitlements_u AFTER UPDATE OF
+  user_id, device_id, model, window_start, window_end, uses_per_token, max_outstanding, price, paid
+  ON entitlements BEGIN UPDATE change_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS cv_entitlements_d AFTER DELETE ON entitlements
+  BEGIN UPDATE change_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS cv_meta_i AFTER INSERT ON meta
+  BEGIN UPDATE change_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS cv_meta_u AFTER UPDATE ON meta
+  BEGIN UPDATE change_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS cv_meta_d AFTER DELETE ON meta
+  BEGIN UPDATE change_version SET n = n + 1; END;
 )sql";
 
 }  // namespace
 
 // A prepared statement with bind-by-position and typed column getters.
+// The statement is prepared once per connection and kept; the destructor
+// resets it (ending its read transaction) and clears its bindings.
 class SqliteCloudStore::Stmt {
  public:
-  Stmt(sqlite3* db, const char* sql) : db_(db) {
-    if (sqlite3_prepare_v2(db, sql, -1, &st_, nullptr) != SQLITE_OK) fail("prepare");
+  Stmt(Conn& c, const char* sql) : db_(c.db) {
+    auto it = c.statements.find(sql);
+    if (it == c.statements.end()) {
+      sqlite3_stmt* st = nullptr;
+      if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, nullptr) != SQLITE_OK) {
+        fail("prepare");
+      }
+      it = c.statements.emplace(sql, st).first;
+    }
+    st_ = it->second;
   }
-  ~Stmt() { sqlite3_finalize(st_); }
+  ~Stmt() {
+    sqlite3_reset(st_);
+    sqlite3_clear_bindings(st_);
+  }
   Stmt(const Stmt&) = delete;
   Stmt& operator=(const Stmt&) = delete;
 
@@ -132,15 +189,15 @@ class SqliteCloudStore::Stmt {
 // BEGIN IMMEDIATE .. COMMIT; rolls back unless commit() ran.
 class SqliteCloudStore::Tx {
  public:
-  explicit Tx(SqliteCloudStore& s) : s_(s), lock_(s.mu_) { s_.exec("BEGIN IMMEDIATE"); }
+  explicit Tx(SqliteCloudStore& s) : s_(s), lock_(s.mu_) { Stmt(s_.db_, "BEGIN IMMEDIATE").run(); }
   ~Tx() {
     if (!done_) sqlite3_exec(s_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
   }
   void commit() {
-    s_.exec("COMMIT");
+    Stmt(s_.db_, "COMMIT").run();
     done_ = true;
   }
-  sqlite3* db() const { return s_.db_; }
+  Conn& db() const { return s_.db_; }
 
  private:
   SqliteCloudStore& s_;
@@ -165,14 +222,17 @@ class SqliteCloudStore::Reader {
   ~Reader() { c_->mu.unlock(); }
   Reader(const Reader&) = delete;
   Reader& operator=(const Reader&) = delete;
-  sqlite3* db() const { return c_->db; }
+  Conn& db() const { return c_->db; }
 
  private:
   ReadConnection* c_ = nullptr;
 };
 
-SqliteCloudStore::ReadConnection::~ReadConnection() {
+void SqliteCloudStore::Conn::close() {
+  for (auto& [sql, st] : statements) sqlite3_finalize(st);
+  statements.clear();
   sqlite3_close(db);
+  db = nullptr;
 }
 
 void SqliteCloudStore::exec(const char* sql) {
@@ -185,11 +245,11 @@ void SqliteCloudStore::exec(const char* sql) {
 }
 
 SqliteCloudStore::SqliteCloudStore(const std::string& path) {
-  const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX;
-  if (sqlite3_open_v2(path.c_str(), &db_, flags, nullptr) != SQLITE_OK) {
+  // NOMUTEX: every connection is used under this class's own mutexes.
+  const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+  if (sqlite3_open_v2(path.c_str(), &db_.db, flags, nullptr) != SQLITE_OK) {
     std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
-    sqlite3_close(db_);
-    db_ = nullptr;
+    db_.close();
     throw StoreError("cannot open " + path + ": " + msg);
   }
   try {
@@ -197,6 +257,7 @@ SqliteCloudStore::SqliteCloudStore(const std::string& path) {
     sqlite3_busy_timeout(db_, 5000);
     exec("PRAGMA journal_mode=WAL");
     exec("PRAGMA synchronous=FULL");
+    exec("PRAGMA wal_autocheckpoint=10000");
     exec("PRAGMA foreign_keys=ON");
     std::int64_t version = 0;
     {
@@ -209,11 +270,12 @@ SqliteCloudStore::SqliteCloudStore(const std::string& path) {
     }
     exec("BEGIN IMMEDIATE");
     exec(kSchema);
+    exec(kChangeTriggers);
     exec("PRAGMA user_version=1");
     exec("COMMIT");
     for (int i = 0; i < kReaders; ++i) {
       auto c = std::make_unique<ReadConnection>();
-      if (sqlite3_open_v2(path.c_str(), &c->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX,
+      if (sqlite3_open_v2(path.c_str(), &c->db.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
                           nullptr) != SQLITE_OK) {
         throw StoreError("cannot open " + path + " for reading");
       }
@@ -222,15 +284,14 @@ SqliteCloudStore::SqliteCloudStore(const std::string& path) {
     }
   } catch (...) {
     readers_.clear();
-    sqlite3_close(db_);
-    db_ = nullptr;
+    db_.close();
     throw;
   }
 }
 
 SqliteCloudStore::~SqliteCloudStore() {
   readers_.clear();
-  sqlite3_close(db_);
+  db_.close();
 }
 
 bool SqliteCloudStore::add_user(const UserRecord& u) {
@@ -478,18 +539,22 @@ IssueOutcome SqliteCloudStore::apply_issuance(const std::vector<IssuanceRecord>&
   const Bytes& device = tokens.front().device_id;
   std::uint64_t total = 0;
   for (const auto& t : tokens) total += t.uses;
-  {
+  auto entitled = [&] {
     Stmt st(db_, "SELECT 1 FROM entitlements WHERE user_id = ? AND device_id = ?");
     st.bind(user).bind(device);
-    if (!st.step()) return IssueOutcome::kNoEntitlement;
-  }
+    return st.step();
+  };
+  // A reservation finds the row itself; only its failure needs telling apart.
+  if (!guard.reserve_from_balance && !entitled()) return IssueOutcome::kNoEntitlement;
   if (guard.max_outstanding > 0) {
     Stmt st(db_,
             "SELECT COUNT(*) FROM issuances WHERE user_id = ? AND device_id = ? AND "
             "expires_at > ?");
     st.bind(user).bind(device).bind(guard.now);
     st.step();
-    if (st.u64(0) + tokens.size() > guard.max_outstanding) return IssueOutcome::kOutstandingCap;
+    if (st.u64(0) + tokens.size() > guard.max_outstanding) {
+      return entitled() ? IssueOutcome::kOutstandingCap : IssueOutcome::kNoEntitlement;
+    }
   }
   if (guard.reserve_from_balance) {
     Stmt(db_,
@@ -500,7 +565,9 @@ IssueOutcome SqliteCloudStore::apply_issuance(const std::vector<IssuanceRecord>&
         .bind(device)
         .bind(to_i64(total))
         .run();
-    if (sqlite3_changes(db_) != 1) return IssueOutcome::kInsufficientBalance;
+    if (sqlite3_changes(db_) != 1) {
+      return entitled() ? IssueOutcome::kInsufficientBalance : IssueOutcome::kNoEntitlement;
+    }
   }
   for (const auto& t : tokens) {
     Stmt(db_,
@@ -520,22 +587,19 @@ IssueOutcome SqliteCloudStore::apply_issuance(const std::vector<IssuanceRecord>&
 }
 
 // Group commit: concurrent callers queue their requests; whoever finds no
-// batch in flight commits everything queued in ONE transaction (one fsync),
-// each request under its own savepoint so a refused guard undoes only that
-// request. Guards still see every earlier request of the batch, so they hold
-// exactly as if the requests had committed one by one. If the transaction
-// fails, every request of the batch gets the error and none is recorded.
+// batch in flight commits everything queued in ONE transaction (one fsync).
+// A refused guard writes nothing (apply_issuance checks before it writes, and
+// the balance reservation is its last, conditional, step), so no savepoint is
+// needed to undo only that request. Guards still see every earlier request of
+// the batch, so they hold exactly as if the requests had committed one by one.
+// If the transaction fails, every request of the batch gets the error and none
+// is recorded.
 IssueOutcome SqliteCloudStore::record_issuances(const std::vector<IssuanceRecord>& tokens,
                                                 const IssuanceGuard& guard) {
   return batcher_.submit(tokens, guard, [this](std::vector<IssuanceBatcher::Pending*>& batch) {
     try {
       Tx tx(*this);
-      for (IssuanceBatcher::Pending* p : batch) {
-        exec("SAVEPOINT issue");
-        p->outcome = apply_issuance(*p->tokens, *p->guard);
-        if (p->outcome != IssueOutcome::kRecorded) exec("ROLLBACK TO issue");
-        exec("RELEASE issue");
-      }
+      for (IssuanceBatcher::Pending* p : batch) p->outcome = apply_issuance(*p->tokens, *p->guard);
       tx.commit();
     } catch (...) {
       for (IssuanceBatcher::Pending* p : batch) p->error = std::current_exception();
@@ -588,6 +652,13 @@ std::optional<Bytes> SqliteCloudStore::authorization() {
   Stmt st(reader.db(), "SELECT value FROM meta WHERE key = 'authorization'");
   if (!st.step()) return std::nullopt;
   return st.blob(0);
+}
+
+std::optional<std::uint64_t> SqliteCloudStore::change_version() {
+  Reader reader(*this);
+  Stmt st(reader.db(), "SELECT n FROM change_version WHERE id = 1");
+  if (!st.step()) throw StoreError("sqlite: the change_version row is missing");
+  return st.u64(0);
 }
 
 ReceiptHead SqliteCloudStore::receipt_head(ByteView device_id) {

@@ -3,6 +3,13 @@
 // One connection serialised by a mutex: SQLite has a single writer anyway, and
 // the server signs tokens outside the lock. Concurrent record_issuances calls
 // are group-committed: one transaction and one fsync for all of them.
+// Lookups go through a few read-only WAL connections. Every connection keeps
+// its statements prepared (parsing SQL cost more than executing it).
+//
+// change_version() is a counter that triggers in the database file itself
+// raise on every change to users, keys, devices, entitlement terms, the
+// authorization and on ended sessions, so it also counts changes made by
+// other processes (the operator CLI, a second server) or by hand.
 #pragma once
 
 #include <atomic>
@@ -11,12 +18,15 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "tools/cloud/issuance_batcher.hpp"
 #include "tools/cloud/store.hpp"
 
 struct sqlite3;
+struct sqlite3_stmt;
 
 namespace tollgate::cloud {
 
@@ -70,14 +80,28 @@ class SqliteCloudStore final : public CloudStore {
   std::vector<UsageRow> usage() override;
   StoreCounts counts() override;
 
+  std::optional<std::uint64_t> change_version() override;
+
  private:
   class Tx;
   class Stmt;
   class Reader;
+  // A connection and its prepared statements (keyed by SQL text), used by one
+  // thread at a time.
+  struct Conn {
+    sqlite3* db = nullptr;
+    struct Hash {
+      using is_transparent = void;  // look up by const char* without a std::string
+      std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+    };
+    std::unordered_map<std::string, sqlite3_stmt*, Hash, std::equal_to<>> statements;
+    operator sqlite3*() const { return db; }
+    void close();
+    ~Conn() { close(); }
+  };
   struct ReadConnection {
     std::mutex mu;
-    sqlite3* db = nullptr;
-    ~ReadConnection();
+    Conn db;
   };
   static constexpr int kReaders = 4;
   void exec(const char* sql);
@@ -85,7 +109,7 @@ class SqliteCloudStore final : public CloudStore {
                               const IssuanceGuard& guard);
 
   std::mutex mu_;  // the connection; held for a whole transaction
-  sqlite3* db_ = nullptr;
+  Conn db_;
   std::vector<std::unique_ptr<ReadConnection>> readers_;  // WAL readers
   std::atomic<unsigned> next_reader_{0};
   IssuanceBatcher batcher_;  // group commit of record_issuances

@@ -229,6 +229,14 @@ class CloudStore {
 
   virtual std::vector<UsageRow> usage() = 0;
   virtual StoreCounts counts() = 0;
+
+  // A counter that grows with every committed change, by any process, to what
+  // callers may cache: users, ended sessions, user keys, devices, entitlements
+  // other than their balance, and the authorization. Issuances, new sessions,
+  // challenges, receipts and balance changes do not move it. A value read
+  // BEFORE some reads vouches for them as long as the counter still has it.
+  // nullopt: the backend keeps no counter, so nothing may be cached.
+  virtual std::optional<std::uint64_t> change_version() { return std::nullopt; }
 };
 
 }  // namespace tollgate::cloud
