@@ -688,7 +688,7 @@ void print_table(const std::vector<Row>& rows, const AuthOptions& o, const std::
       << "           (group commit) before any of them executes\n\n";
   out << std::left << std::setw(9) << "kind" << std::setw(10) << "alg" << std::right << std::setw(6)
       << "hosts" << std::setw(11) << "raw/s" << std::setw(11) << "ours/s" << std::setw(8) << "ratio"
-      << std::setw(8) << "target" << std::setw(5) << "met" << std::setw(14) << "ratio range"
+      << std::setw(8) << "target" << std::setw(5) << "met" << std::setw(15) << "ratio range"
       << std::setw(12) << "raw-copy/s" << std::setw(8) << "ratio*" << std::setw(11) << "p50-ratio"
       << std::setw(10) << "ceiling"
       << "\n";
@@ -699,7 +699,7 @@ void print_table(const std::vector<Row>& rows, const AuthOptions& o, const std::
         << std::setw(6) << (r.kind == "memory" ? std::string("-") : std::to_string(r.hosts))
         << std::setw(11) << fixed(median(r.raw), 0) << std::setw(11) << fixed(median(r.ours), 0)
         << std::setw(8) << fixed(ratio, 3) << std::setw(8) << (">=" + fixed(r.target, 1))
-        << std::setw(5) << (ratio >= r.target ? "yes" : "NO") << std::setw(14)
+        << std::setw(5) << (ratio >= r.target ? "yes" : "NO") << std::setw(15)
         << (fixed(*lo, 3) + ".." + fixed(*hi, 3));
     if (!r.best.empty()) {
       out << std::setw(12) << fixed(median(r.best), 0) << std::setw(8)
@@ -937,26 +937,23 @@ void run_auth_bench(const AuthOptions& o, std::ostream& out, std::ostream& progr
         out_row.best_ratio.push_back(r[1] / r[2]);
       }
     }
+    auto record_durable = [&](const Rates& r) {
+      Row& out_row = rows[row++];
+      out_row.raw.push_back(r.per_s[0]);
+      out_row.ours.push_back(r.per_s[1]);
+      out_row.ratio.push_back(r.per_s[1] / r.per_s[0]);
+      out_row.p50_ratio.push_back(r.median_op_s[0] / r.median_op_s[1]);
+    };
     if (o.durable) {
       for (Setup& s : setups) {
-        const Rates r =
-            compare(durable_sides(s), o.durable_round, kDurableBatch, Timebase::kWall, rotate);
-        Row& out_row = rows[row++];
-        out_row.raw.push_back(r.per_s[0]);
-        out_row.ours.push_back(r.per_s[1]);
-        out_row.ratio.push_back(r.per_s[1] / r.per_s[0]);
-        out_row.p50_ratio.push_back(r.median_op_s[0] / r.median_op_s[1]);
+        record_durable(
+            compare(durable_sides(s), o.durable_round, kDurableBatch, Timebase::kWall, rotate));
       }
     }
     if (grouped) {
       for (Setup& s : setups) {
-        const Rates r =
-            compare(grouped_sides(s), o.durable_round, kGroupedBatch, Timebase::kWall, rotate);
-        Row& out_row = rows[row++];
-        out_row.raw.push_back(r.per_s[0]);
-        out_row.ours.push_back(r.per_s[1]);
-        out_row.ratio.push_back(r.per_s[1] / r.per_s[0]);
-        out_row.p50_ratio.push_back(r.median_op_s[0] / r.median_op_s[1]);
+        record_durable(
+            compare(grouped_sides(s), o.durable_round, kGroupedBatch, Timebase::kWall, rotate));
       }
     }
   }
