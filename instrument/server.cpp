@@ -92,8 +92,7 @@ void Server::stop() {
   if (!decided_.empty()) {
     std::vector<Link*> rest = std::move(decided_);
     decided_.clear();
-    const bool durable = service_.group().sync().ok();
-    if (!durable) (void)service_.recover();
+    const bool durable = service_.write_group().ok();
     for (Link* l : rest) answer(*l, service_.finish(std::move(l->turn), clock_(), durable));
   }
   if (auto st = service_.idle(clock_()); !st) {

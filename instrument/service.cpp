@@ -143,8 +143,7 @@ Status InstrumentService::idle(UnixTime clock) {
     if (Status st = recover(); !st) return st;
   }
   Status flushed = gateway_->flush(clock);
-  if (flushed) flushed = group_.sync();
-  if (!flushed && group_.failed()) (void)recover();
+  if (flushed) flushed = write_group();
   Status synced = store_.sync();
   return flushed ? synced : flushed;
 }
@@ -195,9 +194,14 @@ void InstrumentService::note_auth_outcome(Turn& turn, Error error, bool verified
 
 Bytes InstrumentService::handle(ByteView host_message, UnixTime clock, LinkContext& link) {
   Turn turn = begin(host_message, clock, link);
-  const bool durable = group_.sync().ok();
-  if (!durable) (void)recover();
+  const bool durable = write_group().ok();
   return finish(std::move(turn), clock, durable);
+}
+
+Status InstrumentService::write_group() {
+  Status st = group_.sync();
+  if (!st && group_.failed()) (void)recover();
+  return st;
 }
 
 InstrumentService::Turn InstrumentService::begin(ByteView host_message, UnixTime clock,
@@ -452,7 +456,7 @@ Bytes InstrumentService::execute(Decision& d, UnixTime clock) {
 Bytes InstrumentService::on_export(const v1::HostMessage::ExportAudit& m, UnixTime clock) {
   // Events of rejections still waiting in memory belong in the export: write
   // them (and whatever else is staged) now.
-  if (gateway_->flush(clock).ok() && !group_.sync().ok()) (void)recover();
+  if (gateway_->flush(clock).ok()) (void)write_group();
   std::size_t max = m.max_records() == 0
                         ? kMaxAuditRecordsPerExport
                         : std::min<std::size_t>(m.max_records(), kMaxAuditRecordsPerExport);

@@ -129,6 +129,9 @@ class InstrumentService {
   // decided since the last durable group). ERROR_STORAGE if that fails too (then
   // every command keeps failing with ERROR_STORAGE until a later recover()).
   Status recover();
+  // Writes what is staged now (group_.sync()), recovering on failure: for
+  // callers that need it on disk at once. Never while a group is being written.
+  Status write_group();
 
   Gateway& gateway() { return *gateway_; }
   const Gateway& gateway() const { return *gateway_; }
